@@ -1,0 +1,5 @@
+"""``python -m carphooks``."""
+
+from carphooks.cli import main
+
+main()

@@ -1,0 +1,96 @@
+"""What every OS backend provides; the engine and actions use only this."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from carphooks.backends.ifconfig_parse import AddrInfo, CarpInfo
+from carphooks.config import Group, IPInterface
+from carphooks.errors import CarphooksError
+from carphooks.events import CarpState
+from carphooks.runner import Runner
+from carphooks.state import StateDir
+
+
+class InterfaceMissing(CarphooksError):
+    """The interface does not exist."""
+
+
+@dataclass
+class Interface:
+    """An interface's addresses and CARP entries, read once."""
+
+    name: str
+    addresses: list[AddrInfo] = field(default_factory=list)
+    carp: dict[int, CarpInfo] = field(default_factory=dict)
+    mac: str | None = None
+    up: bool = True
+
+    def find(self, wanted: IPInterface) -> AddrInfo | None:
+        """The entry with exactly this address (any prefix), or None."""
+        for entry in self.addresses:
+            if entry.iface.ip == wanted.ip:
+                return entry
+        return None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One alias operation."""
+
+    op: str  # "add" | "remove"
+    interface: str
+    address: IPInterface
+
+
+class Backend(abc.ABC):
+    """One class per OS; every command goes through ``self.runner``."""
+
+    name: str = "base"
+    reads_carp_interface: bool = True  # False where the CARP state does not live on an interface
+
+    def __init__(self, runner: Runner, state: StateDir) -> None:
+        self.runner = runner
+        self.state = state
+
+    @classmethod
+    @abc.abstractmethod
+    def is_supported(cls) -> bool:
+        """Whether this backend can run on this machine."""
+
+    @abc.abstractmethod
+    def read(self, ifname: str) -> Interface:
+        """Read an interface once (raise InterfaceMissing when absent)."""
+
+    @abc.abstractmethod
+    def apply(self, changes: Sequence[Change]) -> list[tuple[Change, str]]:
+        """Run the changes; return the ones whose command failed, with the error."""
+
+    @abc.abstractmethod
+    def carp_state(self, group: Group, carp_if: Interface | None) -> CarpState:
+        """The CARP state of the group's vhid as the system reports it now."""
+
+    def record_event(self, subsystem: str, state: CarpState) -> None:  # noqa: B027
+        """Remember an event's state (only where no kernel CARP exists)."""
+
+    @abc.abstractmethod
+    def setup_vpn(self, ifname: str, mac: str | None, address: IPInterface | None) -> list[str]:
+        """Give the VPN interface its MAC and address and bring it up; return what changed."""
+
+    @abc.abstractmethod
+    def configure_carp(self, group: Group, advskew: int, secret: str | None,
+                       current: Interface) -> list[str]:
+        """Create or update the group's vhid on its CARP interface; return what changed."""
+
+    def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:  # noqa: B027
+        """Tell neighbours about addresses just taken (runs in a detached child)."""
+
+    def sysctl(self, name: str) -> int | None:
+        """Read an integer sysctl; None where it does not exist."""
+        return None
+
+    def add_demotion(self, delta: int) -> None:
+        """Add ``delta`` to the CARP demotion counter (additive, like the kernel)."""
+        raise CarphooksError(f"the {self.name} backend has no CARP demotion")

@@ -1,0 +1,148 @@
+"""Linux: ``ip`` for changes, netifaces and /proc for reads, no kernel CARP.
+
+The CARP state is the last one ``carp-event`` recorded (ucarp or keepalived drive
+it through the adapters in ``hooks/``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from carphooks.backends import announce
+from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
+from carphooks.backends.ifconfig_parse import AddrInfo
+from carphooks.config import Group, IPInterface
+from carphooks.errors import CommandError, StateError
+from carphooks.events import CarpState
+
+IF_INET6 = Path("/proc/net/if_inet6")
+IFA_F_DADFAILED = 0x08
+IFA_F_DEPRECATED = 0x20
+IFA_F_TENTATIVE = 0x40
+IFF_UP = 0x1
+
+
+def _inet6_rows(ifname: str) -> list[AddrInfo]:
+    """IPv6 addresses with prefix and flags from /proc/net/if_inet6."""
+    rows: list[AddrInfo] = []
+    try:
+        text = IF_INET6.read_text()
+    except OSError:
+        return rows
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 6 or parts[5] != ifname:
+            continue
+        addr = ipaddress.IPv6Address(int(parts[0], 16))
+        plen = int(parts[2], 16)
+        bits = int(parts[4], 16)
+        flags = {name for bit, name in ((IFA_F_TENTATIVE, "tentative"),
+                                        (IFA_F_DADFAILED, "duplicated"),
+                                        (IFA_F_DEPRECATED, "deprecated")) if bits & bit}
+        if "duplicated" in flags:
+            flags.discard("tentative")
+        rows.append(AddrInfo(iface=ipaddress.IPv6Interface((addr, plen)),
+                             flags=frozenset(flags),
+                             scope=ifname if addr.is_link_local else None))
+    return rows
+
+
+class LinuxBackend(Backend):
+    """``ip addr add|del`` (batched), addresses read in-process."""
+
+    name = "linux"
+    reads_carp_interface = False
+
+    @classmethod
+    def is_supported(cls) -> bool:
+        return sys.platform.startswith("linux")
+
+    def read(self, ifname: str) -> Interface:
+        import netifaces
+
+        try:
+            table = netifaces.ifaddresses(ifname)
+        except ValueError:
+            raise InterfaceMissing(f"interface {ifname} does not exist") from None
+        addresses: list[AddrInfo] = []
+        for entry in table.get(netifaces.AF_INET, []):
+            mask = str(entry.get("netmask") or "255.255.255.255")
+            addresses.append(AddrInfo(iface=ipaddress.IPv4Interface(f"{entry['addr']}/{mask}")))
+        addresses.extend(_inet6_rows(ifname))
+        mac = None
+        for link in table.get(netifaces.AF_LINK, []):
+            mac = str(link.get("addr") or "") or None
+        up = True
+        try:
+            up = bool(int(Path(f"/sys/class/net/{ifname}/flags").read_text(), 16) & IFF_UP)
+        except (OSError, ValueError):
+            pass
+        return Interface(name=ifname, addresses=addresses, mac=mac, up=up)
+
+    @staticmethod
+    def line(change: Change) -> list[str]:
+        """``addr add|del A/P dev IF [nodad]`` (the words after ``ip``)."""
+        words = ["addr", "add" if change.op == "add" else "del", change.address.with_prefixlen,
+                 "dev", change.interface]
+        if change.op == "add" and change.address.version == 6:
+            words.append("nodad")
+        return words
+
+    def apply(self, changes: Sequence[Change]) -> list[tuple[Change, str]]:
+        if not changes:
+            return []
+        if len(changes) == 1:
+            try:
+                self.runner.run(["ip", *self.line(changes[0])], mutating=True)
+            except CommandError as exc:
+                return [(changes[0], str(exc))]
+            return []
+        script = "".join(" ".join(self.line(c)) + "\n" for c in changes)
+        try:
+            self.runner.run(["ip", "-force", "-batch", "-"], mutating=True, stdin=script)
+        except CommandError as exc:
+            # ip -force went on past the failing lines; the engine's verification
+            # read decides which changes really failed.
+            return [(c, str(exc)) for c in changes]
+        return []
+
+    def carp_state(self, group: Group, carp_if: Interface | None) -> CarpState:
+        try:
+            recorded = self.state.carp_state(group.subsystem)
+        except StateError:
+            return CarpState.INIT  # corrupt: the safe side
+        return CarpState(recorded[0]) if recorded else CarpState.INIT
+
+    def record_event(self, subsystem: str, state: CarpState) -> None:
+        self.state.write_carp_state(subsystem, state.value)
+
+    def setup_vpn(self, ifname: str, mac: str | None, address: IPInterface | None) -> list[str]:
+        current = self.read(ifname)
+        done: list[str] = []
+        if mac is not None and (current.mac or "").lower() != mac:
+            self.runner.run(["ip", "link", "set", "dev", ifname, "address", mac], mutating=True)
+            done.append(f"set MAC {mac} on {ifname}")
+        if address is not None:
+            entry = current.find(address)
+            if entry is None or entry.iface != address:
+                words = ["ip", "addr", "add", address.with_prefixlen, "dev", ifname]
+                if address.version == 6:
+                    words.append("nodad")
+                self.runner.run(words, mutating=True)
+                done.append(f"assigned VPN address {address.with_prefixlen} on {ifname}")
+        if not current.up:
+            self.runner.run(["ip", "link", "set", "dev", ifname, "up"], mutating=True)
+            done.append(f"brought {ifname} up")
+        return done
+
+    def configure_carp(self, group: Group, advskew: int, secret: str | None,
+                       current: Interface) -> list[str]:
+        return []  # no kernel CARP: ucarp or keepalived run the protocol
+
+    def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:
+        v4 = [a for a in addresses if isinstance(a, ipaddress.IPv4Interface)]
+        v6 = [a for a in addresses if isinstance(a, ipaddress.IPv6Interface)]
+        announce.repeat(ifname, v4, v6)

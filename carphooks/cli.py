@@ -1,0 +1,341 @@
+"""Command-line entry points (click), kept thin over :mod:`carphooks.actions`.
+
+Exit codes: 0 ok, 1 an operation failed, 2 bad arguments or environment,
+6 bad config, 7 lock not acquired in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import click
+
+from carphooks import actions, events
+from carphooks import config as configmod
+from carphooks.errors import CarphooksError, ConfigError, ExitCode, UsageError
+from carphooks.log import Log
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 an operation failed; 2 bad arguments or environment; "
+    "6 bad config; 7 lock not acquired in time."
+)
+DEFAULT_TAG = "carphooks"
+
+
+class Options:
+    """Global options shared by every command."""
+
+    def __init__(self, config: str | None, verbose: bool, dry_run: bool,
+                 host: str | None = None) -> None:
+        self.config_path = configmod.locate(config)
+        self.verbose = verbose
+        self.dry_run = dry_run
+        self.host = host
+        self._log: Log | None = None
+
+    def fallback_log(self) -> Log:
+        """A logger for errors before (or without) a valid config: best effort."""
+        if self._log is None:
+            try:
+                cfg = configmod.load(self.config_path)
+                self._log = Log(cfg.log_tag, cfg.syslog_socket, verbose=self.verbose)
+            except CarphooksError:
+                self._log = Log(DEFAULT_TAG, configmod.default_syslog_socket(),
+                                verbose=self.verbose)
+        return self._log
+
+    def context(self) -> actions.Context:
+        """Load the config and build the action context (ConfigError on problems)."""
+        cfg = configmod.load(self.config_path)
+        log = Log(cfg.log_tag, cfg.syslog_socket, verbose=self.verbose)
+        self._log = log
+        return actions.build_context(cfg, log, dry_run=self.dry_run, host=self.host,
+                                     echo=lambda line: click.echo(f"would run: {line}"))
+
+
+def fail(opts: Options, exc: CarphooksError, prog: str) -> NoReturn:
+    """One line on stderr and in syslog, then the documented exit code."""
+    message = str(exc)
+    log = opts._log if opts._log is not None else (
+        Log(DEFAULT_TAG, configmod.default_syslog_socket(), mirror=False)
+        if isinstance(exc, ConfigError) else opts.fallback_log())
+    mirror = log.mirror
+    log.mirror = False
+    log.error(f"{prog}: {message}")
+    log.mirror = mirror
+    click.echo(f"{prog}: error: {message}", err=True)
+    sys.exit(int(exc.code))
+
+
+def guarded(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turn CarphooksError (and any surprise) into one line and an exit code."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def inner(opts: Options, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(opts, *args, **kwargs)
+            except CarphooksError as exc:
+                fail(opts, exc, prog)
+            except (KeyboardInterrupt, click.exceptions.Exit, click.ClickException):
+                raise
+            except Exception as exc:  # never a traceback from a hook
+                if opts.verbose:
+                    raise
+                err = CarphooksError(f"internal error: {type(exc).__name__}: {exc}")
+                fail(opts, err, prog)
+        return inner
+    return wrap
+
+
+def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--config, -v and --dry-run for every entry point."""
+    fn = click.option("--dry-run", "-n", is_flag=True,
+                      help="Print the exact commands that would change state; change nothing.")(fn)
+    fn = click.option("--verbose", "-v", is_flag=True, help="Mirror log lines to stderr.")(fn)
+    fn = click.option("--config", "-c", "config", metavar="PATH", envvar="CARPHOOKS_CONFIG",
+                      help="Config file (default /usr/local/etc/carphooks.toml; "
+                           "env CARPHOOKS_CONFIG).")(fn)
+    return fn
+
+
+def run_standalone(cmd: click.Command, prog: str, args: Sequence[str] | None = None) -> NoReturn:
+    """Run a click command; usage errors also go to syslog, and exit 2."""
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        rv = cmd.main(args=argv, prog_name=prog, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        sys.exit(int(ExitCode.USAGE))
+    except click.UsageError as exc:
+        exc.show()
+        opts = Options(None, False, False)
+        log = opts.fallback_log()
+        log.mirror = False
+        log.error(f"{prog}: {exc.format_message()}")
+        sys.exit(int(ExitCode.USAGE))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    sys.exit(int(rv) if isinstance(rv, int) else 0)
+
+
+def _print_outcomes(opts: Options, outcomes: Sequence[Any]) -> int:
+    lines = actions.outcome_lines(outcomes)
+    if opts.dry_run or sys.stdout.isatty():
+        for line in lines:
+            click.echo(line)
+    return int(ExitCode.FAILED) if any(o.errors for o in outcomes) else 0
+
+
+# -- carp-event -----------------------------------------------------------------------
+
+@click.command(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.argument("subsystem")
+@click.argument("type_", metavar="TYPE")
+def carp_event_cmd(config: str | None, verbose: bool, dry_run: bool, subsystem: str,
+                   type_: str) -> int:
+    """Handle a devd CARP event: SUBSYSTEM is VHID@IFNAME, TYPE is MASTER, BACKUP or INIT.
+
+    The event is a hint: carphooks reads the CARP state the kernel reports now and
+    converges the group's floating addresses to it.
+    """
+    opts = Options(config, verbose, dry_run)
+    return int(_carp_event(opts, subsystem, type_))
+
+
+@guarded("carp-event")
+def _carp_event(opts: Options, subsystem: str, type_: str) -> int:
+    event = events.parse_carp_event(subsystem, type_)
+    ctx = opts.context()
+    return _print_outcomes(opts, actions.carp_event(ctx, event))
+
+
+def carp_event_main(args: Sequence[str] | None = None) -> NoReturn:
+    """Console script ``carp-event``."""
+    run_standalone(carp_event_cmd, "carp-event", args)
+
+
+# -- tinc scripts ------------------------------------------------------------------------
+
+def _tinc_command(name: str, doc: str, need_node: bool,
+                  action: Callable[[actions.Context, events.TincEnv], Any]) -> click.Command:
+    @click.command(name=name, help=doc, epilog=EXIT_CODES_HELP,
+                   context_settings={"help_option_names": ["-h", "--help"]})
+    @common_options
+    def cmd(config: str | None, verbose: bool, dry_run: bool) -> int:
+        opts = Options(config, verbose, dry_run)
+        return int(_tinc(opts, need_node, action))
+
+    @guarded(name)
+    def _tinc(opts: Options, need_node: bool,
+              action: Callable[[actions.Context, events.TincEnv], Any]) -> int:
+        env = events.parse_tinc_env(os.environ, need_node=need_node)
+        ctx = opts.context()
+        ctx.log.debug(f"{name}: {actions.env_snapshot(os.environ)}")
+        result = action(ctx, env)
+        if isinstance(result, list) and result and not isinstance(result[0], str):
+            return _print_outcomes(opts, result)
+        if opts.dry_run or sys.stdout.isatty():
+            for line in result or []:
+                click.echo(line)
+        return 0
+
+    return cmd
+
+
+tinc_up_cmd = _tinc_command(
+    "tinc-up", "tinc-up: address $INTERFACE, configure CARP, release stale addresses.",
+    False, actions.tinc_up)
+tinc_down_cmd = _tinc_command(
+    "tinc-down", "tinc-down: release the floating addresses of groups on $INTERFACE.",
+    False, actions.tinc_down)
+tinc_host_up_cmd = _tinc_command(
+    "tinc-host-up", "host-up: record $NODE as reachable; reconcile when quorum changes.",
+    True, lambda ctx, env: actions.tinc_host(ctx, env, True))
+tinc_host_down_cmd = _tinc_command(
+    "tinc-host-down", "host-down: record $NODE as unreachable; release on quorum loss.",
+    True, lambda ctx, env: actions.tinc_host(ctx, env, False))
+
+
+def tinc_up_main(args: Sequence[str] | None = None) -> NoReturn:
+    """Console script ``tinc-up``."""
+    run_standalone(tinc_up_cmd, "tinc-up", args)
+
+
+def tinc_down_main(args: Sequence[str] | None = None) -> NoReturn:
+    """Console script ``tinc-down``."""
+    run_standalone(tinc_down_cmd, "tinc-down", args)
+
+
+def tinc_host_up_main(args: Sequence[str] | None = None) -> NoReturn:
+    """Console script ``tinc-host-up``."""
+    run_standalone(tinc_host_up_cmd, "tinc-host-up", args)
+
+
+def tinc_host_down_main(args: Sequence[str] | None = None) -> NoReturn:
+    """Console script ``tinc-host-down``."""
+    run_standalone(tinc_host_down_cmd, "tinc-host-down", args)
+
+
+# -- carphooks ---------------------------------------------------------------------------
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.option("--host", metavar="NAME", help="This host's tinc node name (default: tinc NAME "
+              "recorded by tinc-up, then the hostname).")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, verbose: bool, dry_run: bool,
+        host: str | None) -> None:
+    """carphooks: move floating IP addresses with the CARP master."""
+    ctx.obj = Options(config, verbose, dry_run, host)
+
+
+def _group(ctx: actions.Context, name: str) -> configmod.Group:
+    group = ctx.config.group_named(name)
+    if group is None:
+        names = ", ".join(g.name for g in ctx.config.groups) or "none"
+        raise UsageError(f"no group {name!r} in {ctx.config.path} (groups: {names})")
+    return group
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(opts: Options, as_json: bool) -> int:
+    """Show CARP state, quorum and each floating address per group."""
+    return int(_status(opts, as_json))
+
+
+@guarded("carphooks status")
+def _status(opts: Options, as_json: bool) -> int:
+    ctx = opts.context()
+    report = actions.status(ctx)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    q = report["quorum"]
+    click.echo(f"host {report['host'] or '?'} ({report['backend']}): {q['reason']}"
+               f"{'; MAINTENANCE' if report['maintenance'] else ''}")
+    for g in report["groups"]:
+        click.echo(f"group {g['name']} (vhid {g['vhid']} on {g['carp_interface']}): CARP "
+                   f"{g['carp']}, should {'hold' if g['should_hold'] else 'release'} "
+                   f"({g['reason']}): {g['verdict']}")
+        for addr, st in g["addresses"].items():
+            click.echo(f"  {addr} on {g['external_interface']}: {st}")
+    last = report["last_event"]
+    if last:
+        click.echo(f"last event: {last.get('source')} {last.get('detail')} "
+                   f"({last.get('age', '?')} s ago)")
+    return 0
+
+
+@cli.command()
+@click.argument("groups", nargs=-1)
+@click.pass_obj
+def reconcile(opts: Options, groups: tuple[str, ...]) -> int:
+    """Converge groups (default: all) to the CARP state now; for cron."""
+    return int(_reconcile(opts, groups))
+
+
+@guarded("carphooks reconcile")
+def _reconcile(opts: Options, names: tuple[str, ...]) -> int:
+    ctx = opts.context()
+    selected = [_group(ctx, n) for n in names] or None
+    outcomes = actions.reconcile(ctx, selected)
+    for line in actions.outcome_lines(outcomes):
+        click.echo(line)
+    return int(ExitCode.FAILED) if any(o.errors for o in outcomes) else 0
+
+
+@cli.command()
+@click.argument("group")
+@click.option("--force", is_flag=True, help="Hold even when not MASTER with quorum.")
+@click.pass_obj
+def hold(opts: Options, group: str, force: bool) -> int:
+    """Assign GROUP's floating addresses now (until the next event or reconcile)."""
+    return int(_manual(opts, group, True, force))
+
+
+@cli.command()
+@click.argument("group")
+@click.pass_obj
+def release(opts: Options, group: str) -> int:
+    """Remove GROUP's floating addresses now (until the next event or reconcile)."""
+    return int(_manual(opts, group, False, False))
+
+
+@guarded("carphooks")
+def _manual(opts: Options, name: str, want: bool, force: bool) -> int:
+    ctx = opts.context()
+    outcome = actions.manual(ctx, _group(ctx, name), want, force)
+    for line in actions.outcome_lines([outcome]):
+        click.echo(line)
+    if not outcome.changes:
+        click.echo(f"group {outcome.group.name}: nothing to do")
+    return int(ExitCode.FAILED) if outcome.errors else 0
+
+
+@cli.command("event")
+@click.argument("subsystem")
+@click.argument("type_", metavar="TYPE")
+@click.pass_obj
+def event_cmd(opts: Options, subsystem: str, type_: str) -> int:
+    """Same as carp-event SUBSYSTEM TYPE."""
+    return int(_carp_event(opts, subsystem, type_))
+
+
+def main(args: Sequence[str] | None = None) -> NoReturn:
+    """Console script ``carphooks`` and ``python -m carphooks``."""
+    run_standalone(cli, "carphooks", args)
+
+
+

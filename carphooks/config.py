@@ -1,0 +1,494 @@
+"""Load and validate the TOML configuration into frozen dataclasses.
+
+Every problem becomes one :class:`ConfigError` line ``FILE: KEY: problem``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from carphooks.errors import ConfigError
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_CONFIG = Path("/usr/local/etc/carphooks.toml")
+CONFIG_ENV = "CARPHOOKS_CONFIG"
+
+# Interface names: what FreeBSD and Linux allow in practice, never starting with '-' (argv safety).
+IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+# tinc node names: letters, digits and underscore (tinc's own rule).
+NODE_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+GROUP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+TAG_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+MAC_RE = re.compile(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}")
+
+BACKENDS = ("auto", "freebsd", "linux")
+TOPOLOGIES = ("tinc", "unicast")
+QUORUM_MODES = ("majority", "none")
+MAX_ADVSKEW = 240
+
+
+def default_syslog_socket() -> str:
+    """``/var/run/log`` on FreeBSD, ``/dev/log`` elsewhere."""
+    return "/var/run/log" if sys.platform.startswith("freebsd") else "/dev/log"
+
+
+@dataclass(frozen=True)
+class CarpParams:
+    """What tinc-up (or rc.conf) configures for a vhid on the CARP interface."""
+
+    address: IPInterface | None = None
+    advbase: int = 1
+    advskew: int | None = None
+    password: str | None = field(default=None, repr=False)
+    password_file: Path | None = None
+    peers: tuple[ipaddress.IPv4Address, ...] = ()
+    peers6: tuple[ipaddress.IPv6Address, ...] = ()
+
+    def secret(self) -> str | None:
+        """The CARP password, read from ``password_file`` when one is set."""
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"{self.password_file}: {exc.strerror}") from None
+            value = text.strip()
+            if not value or any(c.isspace() for c in value):
+                raise ConfigError(
+                    f"{self.password_file}: the password must be one word without spaces"
+                )
+            return value
+        return self.password
+
+
+@dataclass(frozen=True)
+class Group:
+    """One CARP vhid and the floating addresses that follow its master."""
+
+    name: str
+    vhid: int
+    carp_interface: str
+    external_interface: str
+    addresses: tuple[IPInterface, ...]
+    carp: CarpParams
+    probe: bool = False
+
+    @property
+    def subsystem(self) -> str:
+        """The devd subsystem string of this group, ``VHID@IF``."""
+        return f"{self.vhid}@{self.carp_interface}"
+
+
+@dataclass(frozen=True)
+class Host:
+    """Per-host values, keyed by tinc node name."""
+
+    name: str
+    vpn_address: IPInterface | None
+    advskew: int
+    mac: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, validated configuration."""
+
+    path: Path
+    log_tag: str
+    backend: str
+    state_dir: Path
+    syslog_socket: str
+    topology: str
+    quorum: str
+    lock_timeout: float
+    netname: str
+    nodes: tuple[str, ...]
+    witnesses: tuple[str, ...]
+    hosts: Mapping[str, Host]
+    groups: tuple[Group, ...]
+
+    def group_for(self, vhid: int, ifname: str) -> Group | None:
+        """The group run by ``vhid`` on ``ifname``, if any."""
+        for group in self.groups:
+            if group.vhid == vhid and group.carp_interface == ifname:
+                return group
+        return None
+
+    def group_named(self, name: str) -> Group | None:
+        """Look a group up by name, by ``VHID@IF`` or by bare vhid."""
+        for group in self.groups:
+            if name in (group.name, group.subsystem, str(group.vhid)):
+                return group
+        return None
+
+    def groups_on(self, carp_interface: str) -> tuple[Group, ...]:
+        """Groups whose CARP runs on ``carp_interface``."""
+        return tuple(g for g in self.groups if g.carp_interface == carp_interface)
+
+    def host(self, name: str | None) -> Host | None:
+        """Per-host values for ``name`` (None when the host is not listed)."""
+        if name is None:
+            return None
+        return self.hosts.get(name)
+
+    def advskew_for(self, group: Group, host: str | None) -> int:
+        """advskew for ``group`` on ``host``: host value, then group value, then 0."""
+        entry = self.host(host)
+        if entry is not None:
+            return entry.advskew
+        return group.carp.advskew if group.carp.advskew is not None else 0
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        """Every node that counts for quorum (members and witnesses)."""
+        return self.nodes + tuple(w for w in self.witnesses if w not in self.nodes)
+
+
+def locate(explicit: str | os.PathLike[str] | None) -> Path:
+    """The config path: ``--config``, then ``$CARPHOOKS_CONFIG``, then the default."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG
+
+
+def check_private(path: Path, *, secret: bool, label: str) -> None:
+    """Refuse a file writable by group/others (or, for secrets, readable by others)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{label}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{label}: not a regular file")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{label}: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"run: chmod go-w {path}"
+        )
+    if secret and st.st_mode & stat.S_IROTH:
+        raise ConfigError(
+            f"{label}: readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"run: chmod o-r {path}"
+        )
+    if st.st_uid not in (0, os.geteuid()):
+        raise ConfigError(f"{label}: owned by uid {st.st_uid}, not root")
+
+
+def load(path: Path, *, check_permissions: bool = True) -> Config:
+    """Read, permission-check and validate the config at ``path``."""
+    label = str(path)
+    if check_permissions:
+        check_private(path, secret=False, label=label)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{label}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label}: not valid UTF-8") from None
+    return parse(data, path=path, check_permissions=check_permissions)
+
+
+class _Reader:
+    """Typed access to a TOML table, raising errors that name the key."""
+
+    def __init__(self, label: str, table: Mapping[str, Any], prefix: str) -> None:
+        self.label = label
+        self.table = table
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.label}: {self.key(name)}: {problem}")
+
+    def unknown(self, allowed: set[str]) -> None:
+        for name in self.table:
+            if name not in allowed:
+                raise self.fail(name, "unknown key")
+
+    def str_(self, name: str, default: str | None = None, pattern: re.Pattern[str] | None = None,
+             choices: tuple[str, ...] = ()) -> str:
+        value = self.table.get(name, default)
+        if value is None:
+            raise self.fail(name, "missing")
+        if not isinstance(value, str):
+            raise self.fail(name, f"expected a string, got {_tname(value)}")
+        if choices and value not in choices:
+            raise self.fail(name, f"{value!r} is not one of {', '.join(choices)}")
+        if pattern is not None and not pattern.fullmatch(value):
+            raise self.fail(name, f"{value!r} is not a valid value")
+        return value
+
+    def int_(self, name: str, default: int | None, lo: int, hi: int) -> int:
+        value = self.table.get(name, default)
+        if value is None:
+            raise self.fail(name, "missing")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(name, f"expected an integer, got {_tname(value)}")
+        if not lo <= value <= hi:
+            raise self.fail(name, f"{value} is out of range {lo}-{hi}")
+        return value
+
+    def opt_int(self, name: str, lo: int, hi: int) -> int | None:
+        if name not in self.table:
+            return None
+        return self.int_(name, None, lo, hi)
+
+    def float_(self, name: str, default: float, lo: float, hi: float) -> float:
+        value = self.table.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(name, f"expected a number, got {_tname(value)}")
+        if not lo <= value <= hi:
+            raise self.fail(name, f"{value} is out of range {lo}-{hi}")
+        return float(value)
+
+    def bool_(self, name: str, default: bool) -> bool:
+        value = self.table.get(name, default)
+        if not isinstance(value, bool):
+            raise self.fail(name, f"expected true or false, got {_tname(value)}")
+        return value
+
+    def list_(self, name: str) -> list[Any]:
+        value = self.table.get(name, [])
+        if not isinstance(value, list):
+            raise self.fail(name, f"expected a list, got {_tname(value)}")
+        return value
+
+    def table_(self, name: str) -> Mapping[str, Any]:
+        value = self.table.get(name, {})
+        if not isinstance(value, dict):
+            raise self.fail(name, f"expected a table, got {_tname(value)}")
+        return value
+
+
+def _tname(value: object) -> str:
+    return {
+        bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+        list: "a list", dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def parse_interface_address(text: object) -> IPInterface:
+    """Parse ``ADDR/PREFIX`` strictly; raise ValueError with the reason."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a string 'ADDR/PREFIX', got {_tname(text)}")
+    family = "IPv6" if ":" in text else "IPv4"
+    if "/" not in text:
+        raise ValueError(f"{text!r} has no /PREFIX")
+    try:
+        iface = ipaddress.ip_interface(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an {family} interface address") from None
+    if "%" in text:
+        raise ValueError(f"{text!r}: a scoped address cannot float")
+    return iface
+
+
+def _floating_address(reader: _Reader, name: str, text: object) -> IPInterface:
+    try:
+        iface = parse_interface_address(text)
+    except ValueError as exc:
+        raise reader.fail(name, str(exc)) from None
+    ip = iface.ip
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_loopback:
+        raise reader.fail(name, f"{text!r} cannot be a floating address (link-local, "
+                                "multicast, unspecified or loopback)")
+    if isinstance(iface, ipaddress.IPv4Interface) and iface.network.prefixlen < 31 and ip in (
+        iface.network.network_address, iface.network.broadcast_address
+    ):
+        raise reader.fail(name, f"{text!r} is the network or broadcast address of its prefix")
+    return iface
+
+
+def derive_mac(node: str, netname: str) -> str:
+    """A stable, locally administered unicast MAC derived from the node name."""
+    import hashlib
+
+    digest = hashlib.sha256(f"carphooks:{netname}:{node}".encode()).digest()
+    octets = [(digest[0] & 0xFC) | 0x02, *digest[1:6]]  # locally administered, unicast
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True) -> Config:
+    """Validate a decoded TOML document."""
+    label = str(path)
+    top = _Reader(label, data, "")
+    top.unknown({
+        "log_tag", "backend", "state_dir", "syslog_socket", "topology", "quorum",
+        "lock_timeout", "tinc", "hosts", "group",
+    })
+    log_tag = top.str_("log_tag", "carphooks", TAG_RE)
+    backend = top.str_("backend", "auto", choices=BACKENDS)
+    state_dir = top.str_("state_dir", "/var/db/carphooks")
+    if not state_dir.startswith("/"):
+        raise top.fail("state_dir", f"{state_dir!r} is not an absolute path")
+    syslog_socket = top.str_("syslog_socket", default_syslog_socket())
+    topology = top.str_("topology", "tinc", choices=TOPOLOGIES)
+    quorum = top.str_("quorum", "majority", choices=QUORUM_MODES)
+    lock_timeout = top.float_("lock_timeout", 5.0, 0.0, 600.0)
+
+    tinc = _Reader(label, top.table_("tinc"), "tinc.")
+    tinc.unknown({"netname", "nodes", "witnesses"})
+    netname = tinc.str_("netname", "carp", NODE_RE)
+    nodes: list[str] = []
+    for i, node in enumerate(tinc.list_("nodes")):
+        if not isinstance(node, str) or not NODE_RE.fullmatch(node):
+            raise tinc.fail(f"nodes[{i}]", f"{node!r} is not a tinc node name")
+        if node in nodes:
+            raise tinc.fail(f"nodes[{i}]", f"{node!r} is listed twice")
+        nodes.append(node)
+    witnesses: list[str] = []
+    for i, node in enumerate(tinc.list_("witnesses")):
+        if not isinstance(node, str) or not NODE_RE.fullmatch(node):
+            raise tinc.fail(f"witnesses[{i}]", f"{node!r} is not a tinc node name")
+        if node in nodes or node in witnesses:
+            raise tinc.fail(f"witnesses[{i}]", f"{node!r} is listed twice")
+        witnesses.append(node)
+    if quorum == "majority" and len(nodes) + len(witnesses) == 2:
+        raise top.fail(
+            "quorum",
+            "a 2-node cluster has no majority after one failure: add a witness "
+            "(tinc.witnesses) or set quorum = \"none\" and accept the split-brain risk",
+        )
+
+    hosts: dict[str, Host] = {}
+    hosts_table = top.table_("hosts")
+    step = MAX_ADVSKEW // max(1, len(nodes) - 1) if len(nodes) > 1 else 0
+    step = min(step, 100)
+    for name, raw in hosts_table.items():
+        key = f"hosts.{name}"
+        if not NODE_RE.fullmatch(name):
+            raise ConfigError(f"{label}: {key}: {name!r} is not a tinc node name")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{label}: {key}: expected a table")
+        hr = _Reader(label, raw, key + ".")
+        hr.unknown({"vpn_address", "advskew", "mac"})
+        vpn = None
+        if "vpn_address" in raw:
+            try:
+                vpn = parse_interface_address(raw["vpn_address"])
+            except ValueError as exc:
+                raise hr.fail("vpn_address", str(exc)) from None
+        derived = nodes.index(name) * step if name in nodes else 0
+        advskew = hr.int_("advskew", derived, 0, MAX_ADVSKEW)
+        mac = hr.str_("mac", derive_mac(name, netname)).lower()
+        if not MAC_RE.fullmatch(mac):
+            raise hr.fail("mac", f"{mac!r} is not a MAC address")
+        if int(mac[:2], 16) & 1:
+            raise hr.fail("mac", f"{mac!r} is a multicast MAC")
+        hosts[name] = Host(name=name, vpn_address=vpn, advskew=advskew, mac=mac)
+    for name in nodes:
+        if name not in hosts:
+            hosts[name] = Host(name=name, vpn_address=None, advskew=nodes.index(name) * step,
+                               mac=derive_mac(name, netname))
+    skews: dict[int, str] = {}
+    for name in nodes:
+        skew = hosts[name].advskew
+        if skew in skews:
+            raise ConfigError(
+                f"{label}: hosts.{name}.advskew: {skew} ties with {skews[skew]}; "
+                "hosts must not tie"
+            )
+        skews[skew] = name
+
+    raw_groups = top.table.get("group", [])
+    if not isinstance(raw_groups, list):
+        raise top.fail("group", "expected [[group]] tables")
+    groups: list[Group] = []
+    seen_addr: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+    seen_names: set[str] = set()
+    for gi, raw in enumerate(raw_groups):
+        gkey = f"group[{gi}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{label}: {gkey}: expected a table")
+        gr = _Reader(label, raw, gkey + ".")
+        gr.unknown({"name", "vhid", "carp_interface", "external_interface", "addresses",
+                    "probe", "carp"})
+        vhid = gr.int_("vhid", None, 1, 255)
+        carp_if = gr.str_("carp_interface", None, IFNAME_RE)
+        ext_if = gr.str_("external_interface", None, IFNAME_RE)
+        name = gr.str_("name", f"vhid{vhid}", GROUP_NAME_RE)
+        if name in seen_names:
+            raise gr.fail("name", f"{name!r} is used by another group")
+        seen_names.add(name)
+        for other in groups:
+            if other.vhid == vhid and other.carp_interface == carp_if:
+                raise gr.fail("vhid", f"vhid {vhid} on {carp_if} is used by group {other.name!r}")
+        addresses: list[IPInterface] = []
+        for ai, text in enumerate(gr.list_("addresses")):
+            iface = _floating_address(gr, f"addresses[{ai}]", text)
+            if iface.ip in seen_addr:
+                raise gr.fail(f"addresses[{ai}]",
+                              f"{iface.ip} is already listed in {seen_addr[iface.ip]}")
+            seen_addr[iface.ip] = f"{gkey}"
+            addresses.append(iface)
+        probe = gr.bool_("probe", False)
+        carp = _carp_params(label, gr.table_("carp"), gkey + ".carp.", check_permissions)
+        groups.append(Group(name=name, vhid=vhid, carp_interface=carp_if,
+                            external_interface=ext_if, addresses=tuple(addresses),
+                            carp=carp, probe=probe))
+
+    return Config(
+        path=path, log_tag=log_tag, backend=backend, state_dir=Path(state_dir),
+        syslog_socket=syslog_socket, topology=topology, quorum=quorum,
+        lock_timeout=lock_timeout, netname=netname, nodes=tuple(nodes),
+        witnesses=tuple(witnesses), hosts=hosts, groups=tuple(groups),
+    )
+
+
+def _carp_params(label: str, table: Mapping[str, Any], prefix: str,
+                 check_permissions: bool) -> CarpParams:
+    cr = _Reader(label, table, prefix)
+    cr.unknown({"address", "advbase", "advskew", "password", "password_file", "peers", "peers6"})
+    address = None
+    if "address" in table:
+        try:
+            address = parse_interface_address(table["address"])
+        except ValueError as exc:
+            raise cr.fail("address", str(exc)) from None
+    advbase = cr.int_("advbase", 1, 1, 255)
+    advskew = cr.opt_int("advskew", 0, MAX_ADVSKEW)
+    password = None
+    password_file = None
+    if "password" in table and "password_file" in table:
+        raise cr.fail("password", "set password or password_file, not both")
+    if "password" in table:
+        password = cr.str_("password")
+        if not password or any(c.isspace() for c in password):
+            raise cr.fail("password", "must be one word without spaces")
+    if "password_file" in table:
+        password_file = Path(cr.str_("password_file"))
+        if not password_file.is_absolute():
+            raise cr.fail("password_file", f"{str(password_file)!r} is not an absolute path")
+        if check_permissions:
+            check_private(password_file, secret=True, label=f"{label}: {cr.key('password_file')}")
+    peers: list[ipaddress.IPv4Address] = []
+    for i, text in enumerate(cr.list_("peers")):
+        try:
+            peers.append(ipaddress.IPv4Address(text))
+        except (ValueError, TypeError):
+            raise cr.fail(f"peers[{i}]", f"{text!r} is not an IPv4 address") from None
+    peers6: list[ipaddress.IPv6Address] = []
+    for i, text in enumerate(cr.list_("peers6")):
+        try:
+            peers6.append(ipaddress.IPv6Address(text))
+        except (ValueError, TypeError):
+            raise cr.fail(f"peers6[{i}]", f"{text!r} is not an IPv6 address") from None
+    return CarpParams(address=address, advbase=advbase, advskew=advskew, password=password,
+                      password_file=password_file, peers=tuple(peers), peers6=tuple(peers6))

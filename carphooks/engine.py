@@ -1,0 +1,159 @@
+"""The floating-IP engine: read once, compare exactly, change only what differs, verify.
+
+Used by every entry point. Idempotent: with nothing to change it runs no
+mutating command; one failing address does not stop the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
+from carphooks.config import Group, IPInterface
+from carphooks.errors import CarphooksError
+from carphooks.log import Log
+
+
+@dataclass
+class Outcome:
+    """What converging one group did."""
+
+    group: Group
+    hold: bool
+    changes: list[Change] = field(default_factory=list)
+    done: list[Change] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)  # address -> held|absent|tentative|...
+
+    @property
+    def ok(self) -> bool:
+        """No failure."""
+        return not self.errors
+
+
+def address_status(iface: Interface | None, wanted: IPInterface) -> str:
+    """``held``, ``tentative``, ``duplicated``, ``wrong-prefix`` or ``absent``."""
+    if iface is None:
+        return "absent"
+    entry = iface.find(wanted)
+    if entry is None:
+        return "absent"
+    if entry.iface != wanted:
+        return "wrong-prefix"
+    if "duplicated" in entry.flags:
+        return "duplicated"
+    if "tentative" in entry.flags:
+        return "tentative"
+    return "held"
+
+
+def plan(group: Group, hold: bool, current: Interface) -> list[Change]:
+    """The changes that bring ``current`` to the desired state (exact comparison)."""
+    changes: list[Change] = []
+    ifname = group.external_interface
+    for wanted in group.addresses:
+        entry = current.find(wanted)
+        if hold:
+            if entry is None:
+                changes.append(Change("add", ifname, wanted))
+            elif entry.iface != wanted and entry.vhid is None:
+                changes.append(Change("remove", ifname, entry.iface))
+                changes.append(Change("add", ifname, wanted))
+        elif entry is not None and entry.vhid is None:
+            changes.append(Change("remove", ifname, entry.iface))
+    return changes
+
+
+class Engine:
+    """Converge groups' floating addresses through one backend."""
+
+    def __init__(self, backend: Backend, log: Log, *, dry_run: bool = False) -> None:
+        self.backend = backend
+        self.log = log
+        self.dry_run = dry_run
+
+    def read(self, ifname: str) -> Interface | None:
+        """Read an interface, logging (not raising) when it is missing."""
+        try:
+            return self.backend.read(ifname)
+        except InterfaceMissing as exc:
+            self.log.error(str(exc))
+            return None
+
+    def converge(self, group: Group, hold: bool, current: Interface | None = None) -> Outcome:
+        """Bring ``group``'s addresses to held or released; verify by re-reading."""
+        outcome = Outcome(group=group, hold=hold)
+        ifname = group.external_interface
+        if current is None:
+            try:
+                current = self.backend.read(ifname)
+            except InterfaceMissing as exc:
+                if hold:
+                    outcome.errors.append(f"{exc}: cannot assign {_addrs(group.addresses)}")
+                else:
+                    outcome.warnings.append(f"{exc}: nothing to remove")
+                return outcome
+        for wanted in group.addresses:
+            entry = current.find(wanted)
+            if entry is not None and entry.vhid is not None:
+                outcome.warnings.append(
+                    f"{entry.iface.with_prefixlen} on {ifname} belongs to CARP vhid "
+                    f"{entry.vhid}: left to the kernel")
+        outcome.changes = plan(group, hold, current)
+        if not outcome.changes:
+            outcome.held = {str(a): address_status(current, a) for a in group.addresses}
+            self._report_flags(outcome, current)
+            return outcome
+        failed = dict(self.backend.apply(outcome.changes))
+        if self.dry_run:
+            outcome.done = list(outcome.changes)
+            return outcome
+        try:
+            after = self.backend.read(ifname)
+        except (InterfaceMissing, CarphooksError) as exc:
+            outcome.errors.append(f"cannot verify {ifname}: {exc}")
+            return outcome
+        for change in outcome.changes:
+            now = after.find(change.address)
+            if change.op == "add":
+                ok = now is not None and now.iface == change.address
+                if ok:
+                    self.log.notice(f"Assigned {change.address.with_prefixlen} on {ifname}.")
+            else:
+                ok = now is None or (now.iface != change.address and any(
+                    c.op == "add" and c.address.ip == change.address.ip
+                    for c in outcome.changes))
+                if ok:
+                    self.log.notice(f"Removed {change.address.with_prefixlen} from {ifname}.")
+            if ok:
+                outcome.done.append(change)
+                continue
+            reason = failed.get(change) or "no error from the command, but the address is " + (
+                "missing" if change.op == "add" else "still there")
+            message = (f"failed to {'assign' if change.op == 'add' else 'remove'} "
+                       f"{change.address.with_prefixlen} on {ifname}: {reason}")
+            outcome.errors.append(message)
+            self.log.error(message)
+        outcome.held = {str(a): address_status(after, a) for a in group.addresses}
+        self._report_flags(outcome, after)
+        return outcome
+
+    def _report_flags(self, outcome: Outcome, iface: Interface) -> None:
+        if not outcome.hold:
+            return
+        for text, status in outcome.held.items():
+            if status == "duplicated":
+                msg = (f"{text} on {iface.name} is duplicated: another host on the link "
+                       "answers for it (DAD failed)")
+                outcome.errors.append(msg)
+                self.log.error(msg)
+            elif status == "tentative":
+                msg = f"{text} on {iface.name} is tentative: duplicate address detection running"
+                outcome.warnings.append(msg)
+                self.log.info(msg)
+
+
+def _addrs(addresses: Sequence[IPInterface]) -> str:
+    return ", ".join(a.with_prefixlen for a in addresses)

@@ -1,0 +1,58 @@
+"""Exit codes and the exceptions that carry them."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Documented exit codes of every carphooks command."""
+
+    OK = 0
+    FAILED = 1  # an operation failed (a command exited non-zero, verification failed)
+    USAGE = 2  # bad arguments or environment
+    CONFIG = 6  # bad config (also: unsafe file permissions)
+    LOCKED = 7  # the state lock was not acquired in time
+
+
+class CarphooksError(Exception):
+    """Base error; ``code`` is the exit code the CLI returns."""
+
+    code: ExitCode = ExitCode.FAILED
+
+
+class UsageError(CarphooksError):
+    """Bad command-line arguments or environment."""
+
+    code = ExitCode.USAGE
+
+
+class ConfigError(CarphooksError):
+    """Bad or unsafe configuration."""
+
+    code = ExitCode.CONFIG
+
+
+class LockTimeout(CarphooksError):
+    """The state-dir lock could not be acquired in time."""
+
+    code = ExitCode.LOCKED
+
+
+class CommandError(CarphooksError):
+    """An external command failed."""
+
+    code = ExitCode.FAILED
+
+    def __init__(self, argv: list[str], returncode: int, stderr: str) -> None:
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        first = self.stderr.splitlines()[0] if self.stderr else f"exit status {returncode}"
+        super().__init__(f"{' '.join(argv)}: {first}")
+
+
+class StateError(CarphooksError):
+    """A state file is corrupt or unsafe; callers choose the safe side (release)."""
+
+    code = ExitCode.FAILED

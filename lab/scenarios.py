@@ -1,0 +1,320 @@
+"""Scenarios, steady-state detection and the measurements.
+
+Every scenario starts from the initial state (hA CARP master holding the floating
+addresses, every daemon running, the client answered by hA), fires its fault right
+after an advertisement of the master has reached a backup (so every run starts in the
+same protocol phase, see ../shared/docs/lab-findings.md), observes, repairs, and
+waits until exactly one live master holds the addresses and answers the client.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .topo import HOSTS, Lab, LabError, ip
+
+MASTER_WINDOW = 1.6  # a host sent an advertisement within this many seconds: master
+HOLD = 6.0           # seconds between the fault and its repair
+SETTLE_MIN = 4.0     # observe at least this long after the last action
+SETTLE_MAX = 25.0    # give up waiting for steady state after this long
+OK_RUN = 10          # steady: this many consecutive good probes (0.5 s)
+
+
+@dataclass
+class View:
+    """Incremental reader of the monitor's JSON lines."""
+    path: str
+    pos: int = 0
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    probes: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: {4: [], 6: []})
+    adv: list[dict[str, Any]] = field(default_factory=list)
+    syslog: list[dict[str, Any]] = field(default_factory=list)
+
+    def poll(self) -> None:
+        with open(self.path, "rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self.pos += end
+        for line in data[:end].splitlines():
+            r = json.loads(line)
+            k = r["k"]
+            if k == "sample":
+                self.samples.append(r)
+            elif k == "probe":
+                self.probes[r["af"]].append(r)
+            elif k == "adv":
+                if r["dir"] == "out":
+                    self.adv.append(r)
+            elif k == "syslog":
+                self.syslog.append(r)
+
+    def masters(self, now: float | None = None) -> set[str]:
+        now = now or time.time()
+        out = set()
+        for a in reversed(self.adv):
+            if now - a["t"] > MASTER_WINDOW:
+                break
+            out.add(a["src"])
+        return out
+
+
+def holders(sample: dict[str, Any], af: int) -> set[str]:
+    """Hosts holding the floating address of family af on a link that is up
+    (IPv6: not tentative/dadfailed)."""
+    key = f"v{af}"
+    return {h for h, e in sample["h"].items() if e.get(key) is True and e.get("up")}
+
+
+def steady(v: View, expect: str | None = None) -> str | None:
+    """The single master if the lab is steady, else None."""
+    v.poll()
+    if not v.samples:
+        return None
+    m = v.masters()
+    s = v.samples[-1]
+    if len(m) != 1 or holders(s, 4) != m or holders(s, 6) != m:
+        return None
+    (who,) = m
+    if expect and who != expect:
+        return None
+    for af in (4, 6):
+        last = v.probes[af][-OK_RUN:]
+        if len(last) < OK_RUN or not all(p["ok"] and p.get("who") == who for p in last):
+            return None
+    return who
+
+
+def wait_steady(lab: Lab, v: View, expect: str | None, timeout: float,
+                min_time: float = 0.0) -> str | None:
+    t0 = time.monotonic()
+    time.sleep(min_time)
+    while time.monotonic() - t0 < timeout:
+        lab.forget_dead()
+        w = steady(v, expect)
+        if w:
+            return w
+        time.sleep(0.05)
+    return None
+
+
+def daemons_ok(lab: Lab) -> bool:
+    return all(lab.running(f"{d}-{h}") for d in ("tincd", "ucarp") for h in HOSTS)
+
+
+def reset(lab: Lab, v: View, note: list[str]) -> None:
+    """Back to the initial state the hard way: restart every daemon."""
+    note.append("reset: restarted all daemons")
+    lab.stop_daemons()
+    lab.flush_client()
+    lab.start_all()
+    if not wait_steady(lab, v, "hA", 30.0):
+        raise LabError("lab not steady with hA master 30 s after a reset")
+
+
+def ensure_initial(lab: Lab, v: View, note: list[str]) -> None:
+    if not daemons_ok(lab):
+        for h in HOSTS:
+            ip(lab.ns[h], "link", "set", "ext0", "up", check=False)
+        lab.start_all()
+    if not wait_steady(lab, v, "hA", 20.0):
+        reset(lab, v, note)
+
+
+# ---------------------------------------------------------------- scenarios
+def _restart_hA(lab: Lab) -> None:
+    # ucarp exits by itself when tap0 disappears; make sure, then start both again
+    if lab.running("ucarp-hA"):
+        time.sleep(1.0)
+    lab.stop("ucarp-hA")
+    lab.stop("tincd-hA")
+    lab.start_host("hA")
+
+
+def _stop_hA(lab: Lab) -> None:
+    lab.stop("ucarp-hA")
+    lab.stop("tincd-hA")
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    fault: Callable[[Lab], None]
+    repair: Callable[[Lab], None] | None
+    setup: Callable[[Lab], None] | None = None
+    adv_from: str = "hA"  # fire right after this host's advertisement
+    setup_master: str = "hA"
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("tincd-kill", "master's tincd SIGKILL",
+             lambda lab: lab.send("tincd-hA", signal.SIGKILL), _restart_hA),
+    Scenario("tincd-term", "master's tincd SIGTERM (tinc-down runs)",
+             lambda lab: lab.send("tincd-hA", signal.SIGTERM), _restart_hA),
+    Scenario("preempt", "old master returns (preemption)",
+             lambda lab: lab.start_host("hA"), None, setup=_stop_hA,
+             adv_from="hB", setup_master="hB"),
+    Scenario("ucarp-kill", "master's ucarp SIGKILL, restarted after 6 s",
+             lambda lab: lab.send("ucarp-hA", signal.SIGKILL),
+             lambda lab: lab.start_ucarp("hA")),
+    Scenario("link-down", "master's public link down, up after 6 s",
+             lambda lab: ip(lab.ns["hA"], "link", "set", "ext0", "down"),
+             lambda lab: ip(lab.ns["hA"], "link", "set", "ext0", "up")),
+]}
+
+
+def run_scenario(lab: Lab, v: View, sc: Scenario, hookset: str) -> dict[str, Any]:
+    note: list[str] = []
+    ensure_initial(lab, v, note)
+    t_begin = time.time()
+    if sc.setup:
+        sc.setup(lab)
+        if not wait_steady(lab, v, sc.setup_master, 20.0):
+            note.append(f"setup: {sc.setup_master} not steady after 20 s")
+    watcher = next(h for h in ("hC", "hB") if h != sc.adv_from)
+    if not lab.wait_adv(sc.adv_from, watcher):
+        note.append(f"no advertisement from {sc.adv_from} seen in {watcher}: fault fired anyway")
+    t_fault = time.time()
+    sc.fault(lab)
+    t_repair = None
+    if sc.repair:
+        time.sleep(max(0.0, t_fault + HOLD - time.time()))
+        t_repair = time.time()
+        sc.repair(lab)
+    final = wait_steady(lab, v, None, SETTLE_MAX, SETTLE_MIN)
+    t_end = time.time()
+    if not final:
+        note.append(f"no steady state {SETTLE_MAX:.0f} s after the last action")
+    v.poll()
+    res = analyze(lab, v, t_begin, t_fault, t_repair, t_end)
+    res.update(scenario=sc.name, title=sc.title, set=hookset, final_master=final, notes=note)
+    if not final:
+        reset(lab, v, note)
+    return res
+
+
+# ---------------------------------------------------------------- measurements
+def read_hooks(lab: Lab, t0: float, t1: float) -> list[dict[str, Any]]:
+    out = []
+    if lab.hook_log.exists():
+        for line in lab.hook_log.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if t0 <= r["t0"] <= t1:
+                out.append(r)
+    return out
+
+
+def longest_outage(probes: list[dict[str, Any]], t_end: float) -> tuple[float, float | None, bool]:
+    """(ms, start, still_failing_at_end) of the longest run of failed probes, measured
+    from the first failed probe to the next good one."""
+    best, best_t, open_ = 0.0, None, False
+    start = None
+    for p in probes:
+        if not p["ok"]:
+            if start is None:
+                start = p["t"]
+        elif start is not None:
+            if p["t"] - start > best:
+                best, best_t, open_ = p["t"] - start, start, False
+            start = None
+    if start is not None and t_end - start > best:
+        best, best_t, open_ = t_end - start, start, True
+    return round(best * 1000), best_t, open_
+
+
+def segments(items: list[tuple[float, Any]], t_end: float) -> list[list[Any]]:
+    """[(t, value)] -> [[t0, t1, value]] merging equal consecutive values."""
+    out: list[list[Any]] = []
+    for t, val in items:
+        if out and out[-1][2] == val:
+            continue
+        if out:
+            out[-1][1] = t
+        out.append([t, t_end, val])
+    return out
+
+
+def analyze(lab: Lab, v: View, t_begin: float, t_fault: float, t_repair: float | None,
+            t_end: float) -> dict[str, Any]:
+    w0 = t_fault - 1.0
+    samples = [s for s in v.samples if w0 <= s["t"] <= t_end]
+    probes = {af: [p for p in v.probes[af] if w0 <= p["t"] <= t_end] for af in (4, 6)}
+    adv = [a for a in v.adv if w0 - MASTER_WINDOW <= a["t"] <= t_end]
+    hooks = read_hooks(lab, t_begin, t_end)
+    syslog = [s for s in v.syslog if t_begin <= s["t"] <= t_end]
+
+    two = [s for s in samples if len(holders(s, 4)) > 1 or len(holders(s, 6)) > 1]
+    phases: dict[str, Any] = {}
+    bounds = [("failover", t_fault, t_repair or t_end)]
+    if t_repair:
+        bounds.append(("repair", t_repair, t_end))
+    for name, a, b in bounds:
+        ph: dict[str, Any] = {}
+        for af in (4, 6):
+            pp = [p for p in probes[af] if a <= p["t"] < b]
+            ms, at, open_ = longest_outage(pp, b)
+            ph[f"outage{af}_ms"] = ms
+            ph[f"outage{af}_open"] = open_
+            ph[f"outage{af}_at"] = round(at - t_fault, 3) if at else None
+        ph["two_holder_samples"] = sum(1 for s in two if a <= s["t"] < b)
+        phases[name] = ph
+
+    # master segments from advertisements
+    ticks = sorted({round(s["t"], 3) for s in samples})
+    mseg_items = []
+    ai = 0
+    recent: dict[str, float] = {}
+    for t in ticks:
+        while ai < len(adv) and adv[ai]["t"] <= t:
+            recent[adv[ai]["src"]] = adv[ai]["t"]
+            ai += 1
+        mseg_items.append((t, ",".join(sorted(h for h, ta in recent.items() if t - ta <= MASTER_WINDOW))))
+    hseg4 = segments([(s["t"], ",".join(sorted(holders(s, 4)))) for s in samples], t_end)
+    hseg6 = segments([(s["t"], ",".join(sorted(holders(s, 6)))) for s in samples], t_end)
+    cseg = {af: segments([(p["t"], p.get("who", "-") if p["ok"] else "FAIL") for p in probes[af]],
+                         t_end) for af in (4, 6)}
+    blocks: dict[str, list[float]] = {}
+    for hk in hooks:
+        if hk["t0"] >= t_fault - 0.5:
+            blocks.setdefault(hk["hook"], []).append(round((hk["t1"] - hk["t0"]) * 1000, 1))
+    dts = [s["dt"] for s in samples[1:]]
+    last_fail = max((p["t"] for p in probes[4] if not p["ok"] and p["t"] >= t_fault), default=None)
+    first_ok_after = None
+    if last_fail is not None:
+        first_ok_after = next((p["t"] for p in probes[4] if p["ok"] and p["t"] > last_fail), None)
+    rel = lambda x: None if x is None else round(x - t_fault, 3)  # noqa: E731
+    return {
+        "t_begin": t_begin, "t_fault": t_fault, "t_repair": t_repair, "t_end": t_end,
+        "repair_at": rel(t_repair), "end_at": rel(t_end),
+        "outage4_ms": max(p["outage4_ms"] for p in phases.values()),
+        "outage6_ms": max(p["outage6_ms"] for p in phases.values()),
+        "two_holder_samples": len(two),
+        "two_holder_ms": round(sum(s["dt"] for s in two)),
+        "recovered_at": rel(first_ok_after) if last_fail else 0.0,
+        "phases": phases,
+        "hook_block_ms": {k: {"n": len(x), "max": max(x), "median": sorted(x)[len(x) // 2]}
+                          for k, x in blocks.items()},
+        "sampler_period_ms": {"median": sorted(dts)[len(dts) // 2] if dts else None,
+                              "max": max(dts) if dts else None},
+        "timeline": {
+            "holders4": [[rel(a), rel(b), x] for a, b, x in hseg4],
+            "holders6": [[rel(a), rel(b), x] for a, b, x in hseg6],
+            "masters": [[rel(a), rel(b), x] for a, b, x in segments(mseg_items, t_end)],
+            "client4": [[rel(a), rel(b), x] for a, b, x in cseg[4]],
+            "client6": [[rel(a), rel(b), x] for a, b, x in cseg[6]],
+            "hooks": [[rel(h["t0"]), round((h["t1"] - h["t0"]) * 1000, 1), h["host"], h["hook"],
+                       h["rc"]] for h in hooks],
+            "syslog": [[rel(s["t"]), s["host"], s["msg"]] for s in syslog],
+        },
+        "hook_env": [{"host": h["host"], "hook": h["hook"], "env": h["env"], "argv": h["argv"]}
+                     for h in hooks if h["hook"] in ("tinc-up", "tinc-down", "host-up", "host-down")],
+    }
