@@ -339,3 +339,5 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
 
 
 
+
+# -- set-up commands (render, install, check): below this line ----------------------------

@@ -116,6 +116,7 @@ class Config:
     witnesses: tuple[str, ...]
     hosts: Mapping[str, Host]
     groups: tuple[Group, ...]
+    bindir: Path | None = None  # console scripts' directory for templates (render/install)
 
     def group_for(self, vhid: int, ifname: str) -> Group | None:
         """The group run by ``vhid`` on ``ifname``, if any."""
@@ -331,7 +332,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
     top = _Reader(label, data, "")
     top.unknown({
         "log_tag", "backend", "state_dir", "syslog_socket", "topology", "quorum",
-        "lock_timeout", "tinc", "hosts", "group",
+        "lock_timeout", "tinc", "hosts", "group", "bindir",
     })
     log_tag = top.str_("log_tag", "carphooks", TAG_RE)
     backend = top.str_("backend", "auto", choices=BACKENDS)
@@ -342,6 +343,11 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
     topology = top.str_("topology", "tinc", choices=TOPOLOGIES)
     quorum = top.str_("quorum", "majority", choices=QUORUM_MODES)
     lock_timeout = top.float_("lock_timeout", 5.0, 0.0, 600.0)
+    bindir = None
+    if "bindir" in data:
+        bindir = Path(top.str_("bindir"))
+        if not bindir.is_absolute():
+            raise top.fail("bindir", f"{str(bindir)!r} is not an absolute path")
 
     tinc = _Reader(label, top.table_("tinc"), "tinc.")
     tinc.unknown({"netname", "nodes", "witnesses"})
@@ -448,7 +454,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
         path=path, log_tag=log_tag, backend=backend, state_dir=Path(state_dir),
         syslog_socket=syslog_socket, topology=topology, quorum=quorum,
         lock_timeout=lock_timeout, netname=netname, nodes=tuple(nodes),
-        witnesses=tuple(witnesses), hosts=hosts, groups=tuple(groups),
+        witnesses=tuple(witnesses), hosts=hosts, groups=tuple(groups), bindir=bindir,
     )
 
 

@@ -38,12 +38,18 @@ class Log:
         message = "".join(c if c.isprintable() else " " for c in message)
         stamp = time.strftime("%b %e %H:%M:%S", time.localtime())
         packet = f"<{LOG_USER * 8 + severity}>{stamp} {self.tag}[{os.getpid()}]: {message}"
+        data = packet.encode("utf-8", "replace")
         try:
             if self._sock is None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                sock.setblocking(False)  # a stuck syslogd must never stall the hook
                 sock.connect(self.socket_path)
                 self._sock = sock
-            self._sock.send(packet.encode("utf-8", "replace"))
+            try:
+                self._sock.send(data)
+            except BlockingIOError:
+                time.sleep(0.01)
+                self._sock.send(data)
         except OSError as exc:
             self.reopen()
             if not self._syslog_down:

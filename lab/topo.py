@@ -252,7 +252,8 @@ class Lab:
         _write(path, f"""#!/bin/sh
 # lab wrapper ({hookset}): time the hook, record argv and environment, run it.
 CARPHOOKS_CONFIG={self.hdir(h) / 'carphooks.toml'}
-export CARPHOOKS_CONFIG
+CARPHOOKS_HOST={h}
+export CARPHOOKS_CONFIG CARPHOOKS_HOST
 t0=$(/usr/bin/date +%s.%N)
 {target} "$@" 2>>{self.hdir(h) / 'hooks.err'}
 rc=$?
@@ -343,7 +344,8 @@ password = "labpass"
         raise LabError(f"monitor did not start, see {self.tmp / 'monitor.log'}")
 
     def env(self, h: str) -> dict[str, str]:
-        return {"PATH": MIN_PATH, "CARPHOOKS_CONFIG": str(self.hdir(h) / "carphooks.toml")}
+        return {"PATH": MIN_PATH, "CARPHOOKS_CONFIG": str(self.hdir(h) / "carphooks.toml"),
+                "CARPHOOKS_HOST": h}
 
     def start_tincd(self, h: str) -> None:
         d = self.hdir(h)
@@ -390,6 +392,13 @@ password = "labpass"
                 self.start_tincd(h)
         for h in HOSTS:
             self.wait_tap(h)
+        # ucarp started on all hosts at once elects several masters for a while
+        # (each sends its first advertisement only advbase after taking over): start
+        # the preferred host first and the others once it advertises.
+        first = min(HOSTS, key=lambda h: HOSTS[h]["skew"])
+        if not self.running(f"ucarp-{first}"):
+            self.start_ucarp(first)
+            self.wait_adv(first, next(h for h in HOSTS if h != first), timeout=6.0)
         for h in HOSTS:
             if not self.running(f"ucarp-{h}"):
                 self.start_ucarp(h)

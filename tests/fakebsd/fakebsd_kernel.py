@@ -379,11 +379,11 @@ def dad_initial(st: dict[str, Any], iface: dict[str, Any], flags: list[str]) -> 
         return 0, "ok"
     mode = str(iface.get("dad") or st.get("dad") or "instant")
     kind, _, n = mode.partition(":")
-    left = int(n) if n else 1
     if kind == "tentative":
+        left = int(n) if n else 1
         return left, "ok"
     if kind == "duplicated":
-        return left, "duplicated"
+        return (int(n) if n else 0), "duplicated"
     return 0, "ok"
 
 

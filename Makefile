@@ -1,0 +1,70 @@
+# carphooks — run `make help` for the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
+	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  2>/dev/null && { command -v $$p; break; }; done)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PREFIX ?= /usr/local
+MANDIR ?= $(PREFIX)/share/man
+# Debian packages the tests, the lab and the demo need (installed only when missing, as root).
+APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 tinc ucarp keepalived \
+	iputils-arping iputils-ping mandoc
+
+.PHONY: help deps venv test test-fast lint bench demo lab-down install man clean
+
+help:
+	@echo "make demo   - three-host failover lab in network namespaces (root), timeline + picture"
+	@echo "make test   - unit, emulator, CLI and lab tests (installs what it needs)"
+	@echo "make lint   - ruff and mypy --strict"
+	@echo "make bench  - benchmarks (bench/)"
+	@echo "make install [PREFIX=/usr/local] - package, console scripts and man pages"
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: missing Debian packages:$$missing (lab tests will be skipped)"; fi; \
+	fi
+
+$(BIN)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: Python >= 3.11 not found"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: deps $(BIN)/.installed
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not lab"
+
+lint: venv
+	$(BIN)/ruff check carphooks tests bench lab
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python -m bench
+
+demo: venv
+	@$(BIN)/pip install -q matplotlib 2>/dev/null || echo "matplotlib unavailable: the picture will be SVG"
+	$(BIN)/python -m lab demo --out out/demo
+
+lab-down: venv
+	$(BIN)/python -m lab down
+
+install:
+	$(PYTHON) -m pip install .
+	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
+	install -m 0444 man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0444 man/*.5 $(DESTDIR)$(MANDIR)/man5/
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache out

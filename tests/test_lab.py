@@ -1,0 +1,132 @@
+"""End-to-end tests in the three-host lab (lab/): real tincd, ucarp, namespaces.
+
+Run as root: `pytest -m lab`. Skipped (with the reason) only where network namespaces
+cannot be created or tincd/ucarp/arping are missing. Each hook set runs every
+scenario once in its own lab (about 90 s per set).
+Restrict with CARPHOOKS_LAB_SCENARIOS=tincd-kill,preempt.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+
+def _why_no_lab() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    for tool in ("ip", "tincd", "ucarp", "arping"):
+        if not shutil.which(tool):
+            return f"{tool} not installed (apt-get install -y iproute2 tinc ucarp iputils-arping)"
+    name = f"chl-{os.getpid()}-probe"
+    p = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if p.returncode != 0:
+        return f"cannot create a network namespace: {p.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    if not os.path.exists("/dev/net/tun"):
+        return "no /dev/net/tun (tincd needs a tap device)"
+    return None
+
+
+_WHY = _why_no_lab()
+if _WHY:
+    pytestmark = [pytest.mark.lab, pytest.mark.skip(reason=_WHY)]
+
+
+def _run_set(hookset: str) -> dict[str, Any]:
+    from lab.__main__ import bring_up, run
+    from lab.scenarios import SCENARIOS
+    from lab.topo import Lab
+
+    names = [n for n in os.environ.get("CARPHOOKS_LAB_SCENARIOS", ",".join(SCENARIOS)).split(",") if n]
+    lab = Lab(owner=os.getpid())
+    try:
+        v = bring_up(lab, hookset)
+        results = run(lab, v, [hookset], names, verbose=False)
+        hooks = [line for line in lab.hook_log.read_text().splitlines()] if lab.hook_log.exists() else []
+        v.poll()
+        return {"results": results, "hooks": hooks, "syslog": list(v.syslog), "id": lab.id}
+    finally:
+        lab.down(keep=bool(os.environ.get("CARPHOOKS_LAB_KEEP")))
+
+
+@pytest.fixture(scope="module")
+def bare() -> dict[str, Any]:
+    return _run_set("bare")
+
+
+@pytest.fixture(scope="module")
+def carphooks() -> dict[str, Any]:
+    from lab.topo import carphooks_missing
+
+    miss = carphooks_missing()
+    assert not miss, f"carphooks entry points not installed in the venv: {miss}"
+    return _run_set("carphooks")
+
+
+def _env_reached(run: dict[str, Any]) -> None:
+    import json
+
+    recs = [json.loads(x) for x in run["hooks"]]
+    up = [r for r in recs if r["hook"] == "tinc-up"]
+    assert up, "tinc-up never ran"
+    for r in up:
+        e = r["env"]
+        assert e["NETNAME"] == "carp" and e["NAME"] == r["host"], e
+        assert e["INTERFACE"] == "tap0" and e["DEVICE"] == "/dev/net/tun", e
+        assert e["PATH"] == "/sbin:/bin:/usr/sbin:/usr/bin", e
+    hu = [r for r in recs if r["hook"] == "host-up"]
+    assert hu, "host-up never ran"
+    for r in hu:
+        e = r["env"]
+        assert e["NODE"] in ("hA", "hB", "hC") and e["NODE"] != r["host"], e
+        assert e["REMOTEADDRESS"].startswith("198.51.100.") and e["REMOTEPORT"] == "655", e
+    assert any(r["hook"] == "tinc-down" for r in recs), "tinc-down never ran (SIGTERM scenario)"
+
+
+# ---------------------------------------------------------------- baseline
+def test_bare_lab_runs_and_tinc_env_reaches_hooks(bare: dict[str, Any]) -> None:
+    _env_reached(bare)
+    assert bare["results"], "no scenario ran"
+
+
+def test_bare_hooks_show_the_known_failures(bare: dict[str, Any]) -> None:
+    """The baseline the issue asks to beat: two holders at failover/failback, and a
+    hook that blocks its caller ~1 s (foreground arping)."""
+    rs = bare["results"]
+    assert sum(r["two_holder_samples"] for r in rs) > 0
+    ups = [r["hook_block_ms"]["ucarp-up"]["max"] for r in rs if "ucarp-up" in r["hook_block_ms"]]
+    assert ups and max(ups) > 500
+
+
+# ---------------------------------------------------------------- carphooks
+def test_carphooks_one_live_master_answers_after_each_scenario(carphooks: dict[str, Any]) -> None:
+    bad = [(r["scenario"], r["notes"]) for r in carphooks["results"] if not r["final_master"]]
+    assert not bad, f"no single live master answering the client after: {bad}"
+
+
+def test_carphooks_never_two_holders(carphooks: dict[str, Any]) -> None:
+    bad = {r["scenario"]: r["two_holder_samples"] for r in carphooks["results"] if r["two_holder_samples"]}
+    assert not bad, f"samples with the floating address on two hosts: {bad}"
+
+
+def test_carphooks_tinc_env_reaches_hooks(carphooks: dict[str, Any]) -> None:
+    _env_reached(carphooks)
+
+
+def test_carphooks_hooks_return_fast(carphooks: dict[str, Any]) -> None:
+    slow = {(r["scenario"], k): x["max"] for r in carphooks["results"]
+            for k, x in r["hook_block_ms"].items() if x["max"] > 500}
+    assert not slow, f"hooks blocking their caller > 500 ms: {slow}"
+
+
+def test_carphooks_syslog_lines_appeared(carphooks: dict[str, Any]) -> None:
+    hosts = {s["host"] for s in carphooks["syslog"]}
+    assert hosts == {"hA", "hB", "hC"}, f"syslog lines only from {hosts}"
+    assert any("carphooks" in s["msg"] for s in carphooks["syslog"]), carphooks["syslog"][:3]
