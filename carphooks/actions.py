@@ -173,8 +173,8 @@ def carp_event(ctx: Context, event: CarpEvent) -> list[Outcome]:
                      f"{event.vhid} on {event.interface} in {ctx.config.path}; ignored")
         return []
     with ctx.state.lock(ctx.config.lock_timeout):
+        ctx.backend.record_event(event.subsystem, event.state)
         if not ctx.dry_run:
-            ctx.backend.record_event(event.subsystem, event.state)
             ctx.state.write_last_event("carp-event", f"{event.subsystem} {event.state.value}")
         reader = Reader(ctx)
         view = observe(ctx, group, reader, current_quorum(ctx), in_maintenance(ctx))
@@ -291,8 +291,7 @@ def tinc_down(ctx: Context, env: TincEnv) -> list[Outcome]:
             ctx.state.write_last_event("tinc-down", f"{env.name} on {env.interface}")
         reader = Reader(ctx)
         for group in ctx.config.groups_on(env.interface):
-            if not ctx.dry_run:
-                ctx.backend.record_event(group.subsystem, CarpState.INIT)
+            ctx.backend.record_event(group.subsystem, CarpState.INIT)
             view = GroupView(group, CarpState.INIT, Decision(False, "tinc is going down"),
                              reader.get(group.external_interface), None)
             outcomes.append(apply_view(ctx, view, reader))

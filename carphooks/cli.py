@@ -341,3 +341,110 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
 
 
 # -- set-up commands (render, install, check): below this line ----------------------------
+
+def _render_kinds() -> tuple[str, ...]:
+    from carphooks.render import KINDS
+
+    return tuple(KINDS)
+
+
+def _setup_config(opts: Options) -> configmod.Config:
+    return configmod.load(opts.config_path)
+
+
+@cli.command("render")
+@click.argument("kind", type=click.Choice(list(_render_kinds()), case_sensitive=True),
+                metavar="KIND")
+@click.option("--host", "host", metavar="NAME", help="Render for this tinc node name.")
+@click.option("--bindir", metavar="DIR", help="Directory of the installed console scripts "
+              "(default: config bindir, then the running interpreter's directory).")
+@click.pass_obj
+def render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) -> int:
+    """Print template KIND filled in for a host.
+
+    KIND is one of: devd, tinc-up, tinc-down, host-up, host-down, tinc.conf,
+    rc.conf, sysctl.conf, cron, ucarp-up, ucarp-down, keepalived-notify.
+    """
+    return int(_render_cmd(opts, kind, host, bindir))
+
+
+@guarded("carphooks render")
+def _render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) -> int:
+    from carphooks import render
+
+    tgt = render.target(_setup_config(opts), host=host or opts.host, bindir=bindir)
+    click.echo(render.render(tgt, kind).text, nl=False)
+    return 0
+
+
+@cli.command("install")
+@click.option("--dry-run", "-n", "dry", is_flag=True,
+              help="Print what would be written (with a diff); write nothing.")
+@click.option("--root", metavar="DIR", default="/", show_default=True,
+              type=click.Path(file_okay=False), help="Install into this directory tree.")
+@click.option("--force", is_flag=True,
+              help="Replace files carphooks did not write (a backup is kept).")
+@click.option("--host", "host", metavar="NAME", help="Install for this tinc node name.")
+@click.option("--bindir", metavar="DIR", help="Directory of the installed console scripts.")
+@click.pass_obj
+def install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | None,
+                bindir: str | None) -> int:
+    """Write the devd rule, tinc scripts (or rc.conf lines), sysctl and cron files."""
+    return int(_install_cmd(opts, dry or opts.dry_run, root, force, host, bindir))
+
+
+@guarded("carphooks install")
+def _install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | None,
+                 bindir: str | None) -> int:
+    from pathlib import Path
+
+    from carphooks import install, render
+
+    config = _setup_config(opts)
+    tgt = render.target(config, host=host or opts.host, bindir=bindir)
+    report = install.install(render.render_install_set(tgt), Path(root), force=force,
+                             dry_run=dry)
+    click.echo(f"host {tgt.host}, topology {config.topology}, binaries in {tgt.bindir}:")
+    for line in install.describe(report):
+        click.echo(line)
+    if report.changed or dry:
+        click.echo("next steps:" if not dry else "then (after a real install):")
+        interfaces = sorted({g.carp_interface for g in config.groups})
+        for step in install.next_steps(report, config.netname, config.topology, interfaces):
+            click.echo(f"  {step}")
+    else:
+        click.echo("nothing to do: every file is up to date")
+    return 0
+
+
+@cli.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--root", metavar="DIR", default="/", show_default=True,
+              type=click.Path(file_okay=False), help="Look for installed files in this tree.")
+@click.option("--host", "host", metavar="NAME", help="Check as this tinc node name.")
+@click.option("--bindir", metavar="DIR", help="Directory of the installed console scripts.")
+@click.pass_obj
+def check_cmd(opts: Options, as_json: bool, root: str, host: str | None,
+              bindir: str | None) -> int:
+    """Check config, devd rule, tinc or rc.conf files, interfaces and sysctls.
+
+    One line per check (OK, WARN or FAIL with the fix); exit 1 on any FAIL.
+    """
+    return int(_check_cmd(opts, as_json, root, host, bindir))
+
+
+@guarded("carphooks check")
+def _check_cmd(opts: Options, as_json: bool, root: str, host: str | None,
+               bindir: str | None) -> int:
+    from pathlib import Path
+
+    from carphooks import check
+
+    doctor = check.run(opts.config_path, root=Path(root), host=host or opts.host,
+                       bindir=bindir)
+    if as_json:
+        click.echo(json.dumps(doctor.as_json(), indent=2))
+    else:
+        for item in doctor.checks:
+            click.echo(item.line())
+    return int(ExitCode.FAILED) if doctor.failed else 0

@@ -137,7 +137,8 @@ def substitute(text: str, values: Mapping[str, str], *, source: str) -> str:
     """Replace every ``@NAME@``; an unknown name is an error, not left in place."""
     missing = sorted({m.group(1) for m in PLACEHOLDER_RE.finditer(text)} - set(values))
     if missing:
-        raise RenderError(f"template {source}: no value for {', '.join('@' + n + '@' for n in missing)}")
+        names = ", ".join(f"@{n}@" for n in missing)
+        raise RenderError(f"template {source}: no value for {names}")
     return PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)
 
 
@@ -189,7 +190,8 @@ def resolve_bindir(config: Config, explicit: str | os.PathLike[str] | None = Non
     then the directory of the running interpreter (where pip put the scripts)."""
     chosen = explicit or config.bindir or Path(sys.executable).parent
     path = Path(chosen)
-    where = "--bindir" if explicit else ("bindir" if config.bindir else "the interpreter's directory")
+    where = ("--bindir" if explicit
+             else "bindir" if config.bindir else "the interpreter's directory")
     if not path.is_absolute():
         raise UsageError(f"{where} {str(path)!r} is not an absolute path "
                          "(devd, tinc and cron run with a minimal PATH)")

@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 from . import report
+from .nsutil import alive
 from .scenarios import SCENARIOS, View, run_scenario, wait_steady
 from .topo import Lab, LabError, all_labs, carphooks_missing
-from .nsutil import alive
 
 
 def _guard(lab: Lab, keep: bool) -> None:

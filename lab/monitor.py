@@ -24,7 +24,6 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
 from typing import Any
@@ -41,7 +40,7 @@ PACKET_OUTGOING = 4
 class Monitor:
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
-        self.out = open(cfg["out"], "a", buffering=1 << 16)  # noqa: SIM115
+        self.out = open(cfg["out"], "a", buffering=1 << 16)
         self.sel = selectors.DefaultSelector()
         self.hosts: dict[str, str] = cfg["hosts"]  # name -> netns
         self.vip4 = cfg["vip4"].split("/")[0]

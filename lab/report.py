@@ -100,8 +100,8 @@ def _draw_svg(results: list[dict[str, Any]], path: str) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
            f'font-family="sans-serif" font-size="11">',
            '<rect width="100%" height="100%" fill="white"/>',
-           f'<text x="10" y="16" font-size="13">carphooks lab: seconds from the fault; colours '
-           f'hA blue, hB orange, hC green, client failures red; two stacked colours = two hosts</text>']
+           '<text x="10" y="16" font-size="13">carphooks lab: seconds from the fault; colours '
+           'hA blue, hB orange, hC green, client failures red; two stacked colours = two hosts</text>']
     for i, r in enumerate(results):
         y0 = 30 + i * block_h
         out.append(f'<text x="10" y="{y0 + 14}" font-weight="bold">{html.escape(r["set"])} / '

@@ -109,7 +109,7 @@ class Lab:
         """Start a process (in netns ns), record it by PID + start time."""
         self.stop(key)
         full = (["ip", "netns", "exec", ns] if ns else []) + argv
-        logf = open(log, "ab")  # noqa: SIM115
+        logf = open(log, "ab")
         p = subprocess.Popen(full, env=env, stdin=subprocess.DEVNULL, stdout=logf,
                              stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()

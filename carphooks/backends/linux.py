@@ -17,6 +17,8 @@ from carphooks.backends.ifconfig_parse import AddrInfo
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CommandError, StateError
 from carphooks.events import CarpState
+from carphooks.runner import Runner
+from carphooks.state import StateDir
 
 IF_INET6 = Path("/proc/net/if_inet6")
 IFA_F_DADFAILED = 0x08
@@ -109,7 +111,13 @@ class LinuxBackend(Backend):
             return [(c, str(exc)) for c in changes]
         return []
 
+    def __init__(self, runner: Runner, state: StateDir) -> None:
+        super().__init__(runner, state)
+        self._dry: dict[str, CarpState] = {}  # events seen under --dry-run, never written
+
     def carp_state(self, group: Group, carp_if: Interface | None) -> CarpState:
+        if group.subsystem in self._dry:
+            return self._dry[group.subsystem]
         try:
             recorded = self.state.carp_state(group.subsystem)
         except StateError:
@@ -117,7 +125,10 @@ class LinuxBackend(Backend):
         return CarpState(recorded[0]) if recorded else CarpState.INIT
 
     def record_event(self, subsystem: str, state: CarpState) -> None:
-        self.state.write_carp_state(subsystem, state.value)
+        if self.runner.dry_run:
+            self._dry[subsystem] = state
+        else:
+            self.state.write_carp_state(subsystem, state.value)
 
     def setup_vpn(self, ifname: str, mac: str | None, address: IPInterface | None) -> list[str]:
         current = self.read(ifname)

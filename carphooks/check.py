@@ -1,0 +1,496 @@
+"""``carphooks check``: a doctor for the set-up, one line per check.
+
+Each check says ``OK``, ``WARN`` or ``FAIL`` and, unless OK, how to fix it. Any
+FAIL makes the command exit 1. Files are looked up under ``--root`` (default
+``/``); interfaces come from netifaces and sysctls from the backend's runner (on
+FreeBSD ``sysctl -n``), both injectable for tests.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from carphooks import config as configmod
+from carphooks import devd, render
+from carphooks.config import Config
+from carphooks.errors import CarphooksError, ConfigError
+from carphooks.install import under
+from carphooks.render import KINDS, Target
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+CARP_TYPES = ("MASTER", "BACKUP", "INIT")
+TINC_SCRIPTS = ("tinc-up", "tinc-down", "host-up", "host-down")
+
+
+@dataclass
+class Check:
+    """One line of the report."""
+
+    name: str
+    status: str
+    message: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:<4} {self.name}: {self.message}"
+        return f"{text}; fix: {self.fix}" if self.fix and self.status != OK else text
+
+
+@dataclass
+class Doctor:
+    """Runs the checks and collects their lines."""
+
+    config_path: Path
+    root: Path = Path("/")
+    host: str | None = None
+    bindir: str | None = None
+    interfaces: Callable[[], Iterable[str]] | None = None
+    sysctl: Callable[[str], int | None] | None = None
+    backend_name: str | None = None
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, name: str, status: str, message: str, fix: str = "") -> None:
+        self.checks.append(Check(name, status, message, fix))
+
+    @property
+    def failed(self) -> bool:
+        return any(c.status == FAIL for c in self.checks)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": not self.failed, "checks": [asdict(c) for c in self.checks]}
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> list[Check]:
+        config = self.check_config()
+        if config is None:
+            return self.checks
+        self.check_private(config)
+        self.check_quorum(config)
+        tgt = self.check_target(config)
+        if tgt is not None:
+            self.check_binaries(tgt)
+            self.check_devd(tgt)
+            if config.topology == "tinc":
+                self.check_tinc(tgt)
+            else:
+                self.check_unicast(tgt)
+            self.check_file(tgt, "sysctl.conf", WARN)
+            self.check_file(tgt, "cron", WARN)
+        self.check_interfaces(config)
+        self.check_sysctl(config)
+        return self.checks
+
+    # ------------------------------------------------------------------ config
+    def check_config(self) -> Config | None:
+        try:
+            config = configmod.load(self.config_path, check_permissions=False)
+        except ConfigError as exc:
+            self.add("config", FAIL, str(exc), "correct the config (see carphooks.toml(5))")
+            return None
+        self.add("config", OK, f"{self.config_path} is valid ({len(config.groups)} group(s), "
+                               f"topology {config.topology}, quorum {config.quorum})")
+        return config
+
+    def check_private(self, config: Config) -> None:
+        inline = [g.name for g in config.groups if g.carp.password is not None]
+        try:
+            configmod.check_private(self.config_path, secret=bool(inline),
+                                    label=str(self.config_path))
+        except ConfigError as exc:
+            self.add("config private", FAIL, str(exc).split("; run: ")[0],
+                     _fix_from(exc, f"chown root {self.config_path}; chmod 0600 "
+                                    f"{self.config_path}"))
+        else:
+            what = " (holds the CARP password of " + ", ".join(inline) + ")" if inline else ""
+            self.add("config private", OK, f"{self.config_path} is not writable by others{what}")
+        for group in config.groups:
+            pfile = group.carp.password_file
+            if pfile is None:
+                continue
+            name = f"password file {group.name}"
+            try:
+                configmod.check_private(pfile, secret=True, label=str(pfile))
+                group.carp.secret()
+            except ConfigError as exc:
+                self.add(name, FAIL, str(exc).split("; run: ")[0],
+                         _fix_from(exc, f"chown root {pfile}; chmod 0600 {pfile}"))
+            else:
+                self.add(name, OK, f"{pfile} is private")
+
+    def check_quorum(self, config: Config) -> None:
+        voters = len(config.voters)
+        if config.topology == "unicast" and config.quorum == "majority":
+            self.add("quorum", FAIL, "topology \"unicast\" has no tinc host-up/host-down to "
+                     "count votes, so quorum = \"majority\" never holds and no host ever takes "
+                     "the floating addresses",
+                     "set quorum = \"none\" (and accept the split-brain risk) or use topology "
+                     "= \"tinc\"")
+        elif config.quorum == "none" and voters == 2:
+            self.add("quorum", WARN, "2-node cluster with quorum = \"none\": when the two "
+                     "cannot hear each other both become MASTER and both hold the address",
+                     "add a small third tinc node as a witness (tinc.witnesses) and set "
+                     "quorum = \"majority\"")
+        elif config.quorum == "none":
+            self.add("quorum", WARN, "quorum = \"none\": an isolated MASTER keeps the "
+                     "floating addresses", "set quorum = \"majority\"")
+        else:
+            self.add("quorum", OK, f"majority of {voters} voter(s)")
+
+    def check_target(self, config: Config) -> Target | None:
+        try:
+            tgt = render.target(config, host=self.host, bindir=self.bindir)
+        except CarphooksError as exc:
+            self.add("host", FAIL, str(exc), "pass --host NAME (the tinc node name)")
+            return None
+        self.add("host", OK, f"this host is {tgt.host}")
+        return tgt
+
+    # ------------------------------------------------------------------ binaries
+    def check_binaries(self, tgt: Target) -> None:
+        problems: list[str] = []
+        for name in render.CONSOLE_SCRIPTS:
+            path = tgt.bindir / name
+            if not path.is_file():
+                problems.append(f"{path} is missing")
+                continue
+            if not os.access(path, os.X_OK):
+                problems.append(f"{path} is not executable")
+                continue
+            shebang = _first_line(path)
+            if shebang.startswith("#!"):
+                interp = shebang[2:].strip().split()[0] if shebang[2:].strip() else ""
+                if not interp.startswith("/") or interp.endswith("/env"):
+                    problems.append(f"{path} starts with {shebang!r}: devd's PATH lacks "
+                                    "/usr/local/bin")
+        if not Path(sys.executable).is_absolute():
+            problems.append(f"python {sys.executable!r} is not an absolute path")
+        if problems:
+            self.add("binaries", FAIL, "; ".join(problems),
+                     "pip install carphooks with the interpreter devd/tinc should use, or set "
+                     "bindir in the config")
+        else:
+            self.add("binaries", OK, f"console scripts in {tgt.bindir} (absolute, "
+                                     f"python {sys.executable})")
+
+    # ------------------------------------------------------------------ files
+    def _installed(self, tgt: Target, kind_name: str) -> tuple[Path, str | None, str]:
+        rendered = render.render(tgt, kind_name)
+        assert rendered.dest is not None
+        path = under(self.root, rendered.dest)
+        try:
+            text: str | None = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = None
+        except (OSError, UnicodeDecodeError) as exc:
+            text = f"<unreadable: {exc}>"
+        return path, text, rendered.text
+
+    def check_file(self, tgt: Target, kind_name: str, severity: str,
+                   extra_fix: str = "") -> bool:
+        """Present and identical to the rendered text; returns whether it is."""
+        fix = "carphooks install" + (f", then {extra_fix}" if extra_fix else "")
+        try:
+            path, text, want = self._installed(tgt, kind_name)
+        except CarphooksError as exc:
+            self.add(kind_name, FAIL, f"cannot render: {exc}", "correct the config")
+            return False
+        if text is None:
+            self.add(kind_name, severity, f"{path} is missing", fix)
+            return False
+        if text != want:
+            self.add(kind_name, severity, f"{path} differs from the rendered "
+                     f"{KINDS[kind_name].name} (carphooks render {kind_name})", fix)
+            return False
+        self.add(kind_name, OK, f"{path} is up to date")
+        return True
+
+    def check_devd(self, tgt: Target) -> None:
+        self.check_file(tgt, "devd", FAIL, "service devd restart")
+        try:
+            tree = devd.load_tree(self.root)
+        except (devd.DevdSyntaxError, OSError) as exc:
+            self.add("devd rules", FAIL, f"cannot read the devd rules: {exc}",
+                     "fix the file (devd refuses it too)")
+            return
+        ours_path = KINDS["devd"].dest
+        events = [devd.carp_event(g.subsystem, t) for g in tgt.config.groups for t in CARP_TYPES]
+        if not events:
+            events = [devd.carp_event("1@tap0", t) for t in CARP_TYPES]
+        problems: dict[str, str] = {}
+        unmatched: list[str] = []
+        ours_rules = [r for r in tree.rules if r.source == ours_path]
+        ours_priority = ours_rules[0].priority if ours_rules else _template_priority()
+        for event in events:
+            rules = tree.all_matches(event)
+            if not rules:
+                unmatched.append(event.line)
+                continue
+            winner = rules[0]
+            if winner.source == ours_path:
+                continue
+            ours = next((r for r in rules if r.source == ours_path), None)
+            how = (f"priority {winner.priority} >= {ours.priority} of carphooks' rule"
+                   if ours is not None else f"priority {winner.priority}")
+            problems.setdefault(winner.where(), f"{winner.where()} (notify {winner.priority}) "
+                                                f"runs instead for '{event.line}' ({how})")
+        if problems:
+            self.add("devd shadowing", FAIL, "; ".join(problems.values()) +
+                     ": devd runs only the highest-priority matching rule",
+                     f"remove that rule or lower its priority below {ours_priority}, then "
+                     "service devd restart")
+        elif unmatched:
+            self.add("devd shadowing", FAIL, f"no devd rule matches {unmatched[0]}",
+                     "carphooks install, then service devd restart")
+        else:
+            self.add("devd shadowing", OK, f"carphooks' rule is the one devd runs for all "
+                     f"{len(events)} CARP event(s) of the configured groups")
+
+    def check_tinc(self, tgt: Target) -> None:
+        config = tgt.config
+        for name in TINC_SCRIPTS:
+            try:
+                path, text, want = self._installed(tgt, name)
+            except CarphooksError as exc:
+                self.add(name, FAIL, f"cannot render: {exc}", "correct the config")
+                continue
+            if text is None:
+                self.add(name, FAIL, f"{path} is missing", "carphooks install")
+                continue
+            mode = path.stat().st_mode
+            if not mode & stat.S_IXUSR:
+                self.add(name, FAIL, f"{path} is not executable (mode "
+                         f"{stat.S_IMODE(mode):04o}); tinc would fail to run it",
+                         f"chmod 0755 {path} (or carphooks install)")
+                continue
+            if mode & (stat.S_IWGRP | stat.S_IWOTH):
+                self.add(name, FAIL, f"{path} is writable by group or others (runs as root)",
+                         f"chmod go-w {path}")
+                continue
+            if text == want:
+                self.add(name, OK, f"{path} is up to date")
+                continue
+            targets = _exec_targets(text)
+            bad = [t for t in targets if not (t.startswith("/") and os.access(t, os.X_OK))]
+            if not targets or bad:
+                self.add(name, FAIL, f"{path} does not run an installed carphooks binary"
+                         + (f" ({', '.join(bad)})" if bad else ""), "carphooks install")
+            else:
+                self.add(name, WARN, f"{path} differs from the rendered script (runs "
+                         f"{', '.join(targets)})", "carphooks install")
+        self._check_tinc_conf(tgt, config)
+
+    def _check_tinc_conf(self, tgt: Target, config: Config) -> None:
+        dest = render.destination(KINDS["tinc.conf"], config)
+        assert dest is not None
+        path = under(self.root, dest)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self.add("tinc.conf", FAIL, f"{path} is missing", "carphooks install")
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            self.add("tinc.conf", FAIL, f"cannot read {path}: {exc}", "fix the file")
+            return
+        settings = tinc_settings(text)
+        mode = settings.get("mode", "router").lower()
+        if mode != "switch":
+            self.add("tinc.conf", FAIL, f"{path}: Mode = {mode}: CARP adverts (multicast) and "
+                     "ARP cross tinc only in switch mode", f"set Mode = switch in {path} "
+                     "(or carphooks install --force), then service tincd restart")
+            return
+        problems = []
+        if settings.get("devicetype", "tap").lower() != "tap":
+            problems.append(f"DeviceType = {settings['devicetype']} (switch mode needs tap)")
+        if settings.get("tcponly", "no").lower() != "yes":
+            problems.append("TCPOnly is not yes (UDP lost a direction after restarts in the "
+                            "lab)")
+        try:
+            want_if = render.tinc_interface(config)
+        except CarphooksError:
+            want_if = None
+        if want_if and settings.get("interface") not in (None, want_if):
+            problems.append(f"Interface = {settings['interface']} but the groups run CARP "
+                            f"on {want_if}")
+        if problems:
+            self.add("tinc.conf", WARN, f"{path}: " + "; ".join(problems),
+                     "carphooks install (or edit tinc.conf), then service tincd restart")
+        else:
+            self.add("tinc.conf", OK, f"{path}: Mode = switch on a tap, TCPOnly")
+
+    def check_unicast(self, tgt: Target) -> None:
+        config = tgt.config
+        ok = self.check_file(tgt, "rc.conf", FAIL, "service netif restart IF (or reboot)")
+        dest = render.destination(KINDS["rc.conf"], config)
+        assert dest is not None
+        path = under(self.root, dest)
+        if ok or path.exists():
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                self.add("rc.conf private", FAIL, f"{path} (mode {mode:04o}) holds the CARP "
+                         "password but is readable or writable by others",
+                         f"chmod 0600 {path}")
+        for group in config.groups:
+            v4, v6 = render.unicast_peers(config, group, tgt.host)
+            if len(v4) > 1 or len(v6) > 1:
+                self.add(f"peers {group.name}", FAIL, "FreeBSD keeps one unicast peer per "
+                         f"vhid and family, but {len(v4) + len(v6)} peers are configured for "
+                         f"{tgt.host}: the others never hear its advertisements",
+                         "use topology = \"tinc\" for more than two hosts")
+            elif group.carp.address is None:
+                self.add(f"peers {group.name}", FAIL, "carp.address is not set",
+                         "set group.carp.address")
+            else:
+                self.add(f"peers {group.name}", OK,
+                         "peer " + (", ".join(str(p) for p in [*v4, *v6]) or "multicast"))
+        rc_conf = under(self.root, "/etc/rc.conf")
+        if rc_conf.is_file():
+            text = rc_conf.read_text(encoding="utf-8", errors="replace")
+            clashes = sorted({g.carp_interface for g in config.groups
+                              if f"ifconfig_{_rcname(g.carp_interface)}_alias" in text})
+            if clashes:
+                self.add("rc.conf aliases", WARN, "/etc/rc.conf also sets ifconfig_IF_aliasN "
+                         f"for {', '.join(clashes)}; /etc/rc.conf.d/netif overrides the same "
+                         "numbers", "move those aliases into one place")
+
+    # ------------------------------------------------------------------ live system
+    def check_interfaces(self, config: Config) -> None:
+        try:
+            present = set(self.interfaces() if self.interfaces is not None else _netifaces())
+        except Exception as exc:  # netifaces missing or broken
+            self.add("interfaces", WARN, f"cannot list interfaces: {exc}",
+                     "pip install netifaces")
+            return
+        missing_ext = sorted({g.external_interface for g in config.groups} - present)
+        missing_carp = sorted({g.carp_interface for g in config.groups} - present)
+        if missing_ext:
+            self.add("interfaces", FAIL, f"external interface(s) {', '.join(missing_ext)} do "
+                     "not exist", "correct external_interface in the config")
+        if missing_carp:
+            if config.topology == "tinc":
+                self.add("interfaces", WARN, f"CARP interface(s) {', '.join(missing_carp)} do "
+                         "not exist (tincd creates the tap when it starts)",
+                         "service tincd start")
+            else:
+                self.add("interfaces", FAIL, f"CARP interface(s) {', '.join(missing_carp)} do "
+                         "not exist", "correct carp_interface in the config")
+        if not missing_ext and not missing_carp:
+            names = sorted({g.external_interface for g in config.groups}
+                           | {g.carp_interface for g in config.groups})
+            self.add("interfaces", OK, f"{', '.join(names) or 'none configured'} exist")
+
+    def check_sysctl(self, config: Config) -> None:
+        reader = self.sysctl
+        backend = self.backend_name
+        if reader is None:
+            reader, backend = self._backend_sysctl(config)
+        if reader is None:
+            self.add("sysctl", OK, f"not checked: the {backend} backend has no kernel CARP")
+            return
+        preempt = reader("net.inet.carp.preempt")
+        if preempt is None:
+            self.add("net.inet.carp.preempt", FAIL, "does not exist: carp(4) is not loaded",
+                     "kldload carp; sysrc -f /boot/loader.conf carp_load=YES")
+            return
+        if preempt != 1:
+            self.add("net.inet.carp.preempt", FAIL, f"is {preempt}: demotion and the "
+                     "preferred host's return move nothing",
+                     "sysctl net.inet.carp.preempt=1 (carphooks install writes "
+                     "/etc/sysctl.conf.local for boot)")
+        else:
+            self.add("net.inet.carp.preempt", OK, "is 1")
+        garp = reader("net.link.ether.inet.garp_rexmit_count")
+        if garp is not None and garp < 1:
+            self.add("garp_rexmit_count", WARN, "is 0: a floating address is announced by "
+                     "a single gratuitous ARP",
+                     f"sysctl net.link.ether.inet.garp_rexmit_count={render.GARP_REXMIT_COUNT}")
+        elif garp is not None:
+            self.add("garp_rexmit_count", OK, f"is {garp}")
+
+    def _backend_sysctl(self, config: Config,
+                        ) -> tuple[Callable[[str], int | None] | None, str]:
+        from carphooks import actions
+        from carphooks.log import Log
+
+        try:
+            log = Log(config.log_tag, config.syslog_socket, mirror=False)
+            ctx = actions.build_context(config, log)
+        except CarphooksError as exc:
+            return None, f"(unavailable: {exc})"
+        if ctx.backend.name != "freebsd":
+            return None, ctx.backend.name
+        return ctx.backend.sysctl, ctx.backend.name
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def tinc_settings(text: str) -> dict[str, str]:
+    """``Key = Value`` lines of a tinc.conf (keys lower-cased; last one wins)."""
+    result: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "=" in line:
+            key, _, value = line.partition("=")
+        else:
+            key, _, value = line.partition(" ")
+        result[key.strip().lower()] = value.strip()
+    return result
+
+
+def _exec_targets(text: str) -> list[str]:
+    """Commands of a hook script that look like carphooks console scripts."""
+    found = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#"):
+            continue
+        for word in line.replace(";", " ").split():
+            if Path(word).name in render.CONSOLE_SCRIPTS:
+                found.append(word)
+    return found
+
+
+def _template_priority() -> int:
+    """Priority of the shipped devd rule."""
+    rules = devd.parse(render.template_text(KINDS["devd"]), "template").rules
+    return rules[0].priority if rules else 0
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            return fh.readline(200).decode("utf-8", "replace").rstrip("\n")
+    except OSError:
+        return ""
+
+
+def _fix_from(exc: ConfigError, default: str) -> str:
+    text = str(exc)
+    return text.split("; run: ", 1)[1] if "; run: " in text else default
+
+
+def _rcname(ifname: str) -> str:
+    return "".join("_" if c in ".-/+" else c for c in ifname)
+
+
+def _netifaces() -> list[str]:
+    import netifaces
+
+    return [str(n) for n in netifaces.interfaces()]
+
+
+def run(config_path: Path, *, root: Path = Path("/"), host: str | None = None,
+        bindir: str | None = None, interfaces: Callable[[], Iterable[str]] | None = None,
+        sysctl: Callable[[str], int | None] | None = None) -> Doctor:
+    """Run every check; inspect ``.checks``, ``.failed`` and ``.as_json()``."""
+    doctor = Doctor(config_path=config_path, root=root, host=host, bindir=bindir,
+                    interfaces=interfaces, sysctl=sysctl)
+    doctor.run()
+    return doctor

@@ -1,0 +1,137 @@
+"""The Linux backend on real interfaces inside a private network namespace (root only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BINDIR, SyslogServer, write_config
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None,
+    reason="needs root and iproute2 to create a network namespace",
+)
+
+V4 = "198.51.100.100/24"
+V6 = "2001:db8:100::100/64"
+
+
+@pytest.fixture
+def netns(tmp_path):
+    name = f"chk-{os.getpid()}-{time.monotonic_ns() % 100000}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        def sh(*argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["ip", "netns", "exec", name, *argv], check=True,
+                                  capture_output=True, text=True)
+        sh("ip", "link", "add", "ext0", "type", "veth", "peer", "name", "peer0")
+        sh("ip", "link", "set", "ext0", "up")
+        sh("ip", "link", "set", "peer0", "up")
+        sh("ip", "addr", "add", "198.51.100.11/24", "dev", "ext0")
+        yield name, sh
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def ns_addrs(sh) -> set[str]:
+    data = json.loads(sh("ip", "-j", "addr", "show", "dev", "ext0").stdout)
+    return {f"{a['local']}/{a['prefixlen']}" for a in data[0]["addr_info"]
+            if a.get("scope") == "global"}
+
+
+def run(name: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, CARPHOOKS_CONFIG=str(config))
+    return subprocess.run(["ip", "netns", "exec", name, str(BINDIR / args[0]), *args[1:]],
+                          env=env, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def linux_config(tmp_path, syslog: SyslogServer) -> Path:
+    addresses = ", ".join(f'"{a}"' for a in [V4, V6])
+    return write_config(tmp_path / "c.toml", f"""\
+        backend = "linux"
+        quorum = "none"
+        state_dir = "{tmp_path / 'state'}"
+        syslog_socket = "{syslog.path}"
+        [[group]]
+        vhid = 1
+        carp_interface = "tap0"
+        external_interface = "ext0"
+        addresses = [{addresses}]
+        """)
+
+
+def test_master_backup_cycle_on_real_interfaces(netns, linux_config, syslog):
+    name, sh = netns
+    res = run(name, linux_config, "carp-event", "1@tap0", "MASTER")
+    assert res.returncode == 0, res.stderr
+    assert {V4, V6} <= ns_addrs(sh)
+    assert "Assigned 198.51.100.100/24 on ext0." in syslog.texts()
+    # the IPv6 address is usable at once (nodad), not tentative
+    info = json.loads(sh("ip", "-j", "-6", "addr", "show", "dev", "ext0").stdout)
+    entry = [a for a in info[0]["addr_info"] if a["local"] == "2001:db8:100::100"]
+    assert entry and not entry[0].get("tentative")
+    res = run(name, linux_config, "carp-event", "1@tap0", "MASTER")
+    assert res.returncode == 0
+    res = run(name, linux_config, "carp-event", "1@tap0", "BACKUP")
+    assert res.returncode == 0, res.stderr
+    assert ns_addrs(sh) == {"198.51.100.11/24"}
+    assert "Removed 198.51.100.100/24 from ext0." in syslog.texts()
+
+
+def test_gratuitous_arp_is_sent_after_taking(netns, linux_config):
+    name, sh = netns
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump not installed")
+    cap = subprocess.Popen(["ip", "netns", "exec", name, "tcpdump", "-l", "-n", "-i", "peer0",
+                            "-c", "3", "arp or icmp6"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        res = run(name, linux_config, "carp-event", "1@tap0", "MASTER")
+        hook_time = time.monotonic() - started
+        assert res.returncode == 0, res.stderr
+        out, _ = cap.communicate(timeout=10)
+    finally:
+        cap.kill()
+        cap.wait()
+    assert "198.51.100.100" in out
+    assert hook_time < 2.0  # announcements repeat in a detached child, not in the hook
+
+
+def test_reconcile_uses_recorded_state(netns, linux_config):
+    name, sh = netns
+    assert run(name, linux_config, "carp-event", "1@tap0", "MASTER").returncode == 0
+    sh("ip", "addr", "del", V4, "dev", "ext0")
+    res = run(name, linux_config, "carphooks", "reconcile")
+    assert res.returncode == 0, res.stderr
+    assert V4 in ns_addrs(sh)
+
+
+def test_batch_for_many_addresses(netns, tmp_path, syslog):
+    name, sh = netns
+    many = [f"198.51.100.{i}/24" for i in range(100, 140)]
+    cfg = write_config(tmp_path / "many.toml", f"""\
+        backend = "linux"
+        quorum = "none"
+        state_dir = "{tmp_path / 'state'}"
+        syslog_socket = "{syslog.path}"
+        [[group]]
+        vhid = 2
+        carp_interface = "tap0"
+        external_interface = "ext0"
+        addresses = [{", ".join(f'"{a}"' for a in many)}]
+        """)
+    assert run(name, cfg, "carp-event", "2@tap0", "MASTER").returncode == 0
+    assert set(many) <= ns_addrs(sh)
+    res = run(name, cfg, "carp-event", "--dry-run", "2@tap0", "BACKUP")
+    assert res.stdout.count("would run: ip -force -batch -") == 1
+    assert run(name, cfg, "carp-event", "2@tap0", "BACKUP").returncode == 0
+    assert ns_addrs(sh) == {"198.51.100.11/24"}
