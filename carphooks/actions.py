@@ -2,97 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from carphooks import config as configmod
-from carphooks import detach
-from carphooks.backends import get_backend
-from carphooks.backends.base import Backend, Interface
-from carphooks.config import Config, Group, IPInterface
-from carphooks.engine import Engine, Outcome, address_status
+from carphooks import demotion, detach
+from carphooks.backends.base import Interface
+from carphooks.config import Group
+from carphooks.context import Context as Context  # re-exported for the CLI
+from carphooks.context import build_context as build_context
+from carphooks.context import (
+    current_peers,
+    current_quorum,
+    in_maintenance,
+)
+from carphooks.engine import Outcome, address_status
 from carphooks.errors import CarphooksError, StateError, UsageError
 from carphooks.events import CarpEvent, CarpState, TincEnv
-from carphooks.log import Log
 from carphooks.policy import Decision, Quorum, decide, quorum
-from carphooks.runner import Runner
-from carphooks.state import Peers, StateDir
-
-HOST_ENV = "CARPHOOKS_HOST"
-
-
-@dataclass
-class Context:
-    """Everything an action needs, built once per process."""
-
-    config: Config
-    log: Log
-    runner: Runner
-    state: StateDir
-    backend: Backend
-    engine: Engine
-    dry_run: bool = False
-    host: str | None = None
-    to_announce: list[tuple[str, list[IPInterface]]] = field(default_factory=list)
-
-
-def build_context(config: Config, log: Log, *, dry_run: bool = False,
-                  host: str | None = None, echo: Any = None) -> Context:
-    """Wire config, runner, backend and engine together."""
-    runner = Runner(dry_run=dry_run, echo=echo, trace=log.debug)
-    state = StateDir(config.state_dir)
-    backend = get_backend(config.backend, runner, state)
-    engine = Engine(backend, log, dry_run=dry_run)
-    ctx = Context(config=config, log=log, runner=runner, state=state, backend=backend,
-                  engine=engine, dry_run=dry_run, host=host)
-    return ctx
-
-
-def resolve_host(ctx: Context, explicit: str | None = None) -> str | None:
-    """This host's tinc node name: argument, $CARPHOOKS_HOST, tinc-up's record, hostname."""
-    for candidate in (explicit, os.environ.get(HOST_ENV)):
-        if candidate:
-            if not configmod.NODE_RE.fullmatch(candidate):
-                raise UsageError(f"bad host name {candidate!r}")
-            return candidate
-    try:
-        data = ctx.state.read("self.json")
-    except StateError as exc:
-        ctx.log.warning(str(exc))
-        data = None
-    if data and isinstance(data.get("name"), str) and data["name"] in ctx.config.hosts:
-        return str(data["name"])
-    short = socket.gethostname().split(".")[0]
-    return short if configmod.NODE_RE.fullmatch(short) else None
-
-
-def current_peers(ctx: Context) -> Peers:
-    """Reachable peers; a corrupt file counts as nobody reachable (the safe side)."""
-    try:
-        return ctx.state.peers(ctx.config.voters)
-    except StateError as exc:
-        ctx.log.error(f"{exc}; treating every peer as unreachable")
-        return Peers(reachable=frozenset(), tinc_up=False, updated=0.0)
-
-
-def in_maintenance(ctx: Context) -> bool:
-    """The maintenance flag; a corrupt file counts as on (release, never take)."""
-    try:
-        return ctx.state.maintenance().on
-    except StateError as exc:
-        ctx.log.error(f"{exc}; treating maintenance as on")
-        return True
-
-
-def current_quorum(ctx: Context) -> Quorum:
-    """Quorum as the state directory says now."""
-    if ctx.host is None:
-        ctx.host = resolve_host(ctx)
-    return quorum(ctx.config, ctx.host, current_peers(ctx))
+from carphooks.state import Peers
 
 
 @dataclass
@@ -122,12 +52,11 @@ class Reader:
         self.cache.pop(ifname, None)
 
 
-def observe(ctx: Context, group: Group, reader: Reader, q: Quorum,
-            maintenance: bool) -> GroupView:
+def observe(ctx: Context, group: Group, reader: Reader, q: Quorum) -> GroupView:
     """Read the group's interfaces and decide."""
     carp_if = reader.get(group.carp_interface) if ctx.backend.reads_carp_interface else None
     carp = ctx.backend.carp_state(group, carp_if)
-    decision = decide(carp, q, maintenance)
+    decision = decide(carp, q)
     external = reader.get(group.external_interface)
     return GroupView(group, carp, decision, external, carp_if)
 
@@ -177,7 +106,7 @@ def carp_event(ctx: Context, event: CarpEvent) -> list[Outcome]:
         if not ctx.dry_run:
             ctx.state.write_last_event("carp-event", f"{event.subsystem} {event.state.value}")
         reader = Reader(ctx)
-        view = observe(ctx, group, reader, current_quorum(ctx), in_maintenance(ctx))
+        view = observe(ctx, group, reader, current_quorum(ctx))
         if view.carp is not event.state:
             ctx.log.info(f"event {event.subsystem} {event.state.value}, but CARP reports "
                          f"{view.carp.value} now: acting on {view.carp.value}")
@@ -194,7 +123,7 @@ def carp_event(ctx: Context, event: CarpEvent) -> list[Outcome]:
 
 def reconcile(ctx: Context, groups: Sequence[Group] | None = None,
               why: str = "reconcile") -> list[Outcome]:
-    """Converge every (or the given) group to CARP state, quorum and maintenance."""
+    """Converge every (or the given) group to the CARP state and quorum now."""
     outcomes: list[Outcome] = []
     with ctx.state.lock(ctx.config.lock_timeout):
         outcomes = _reconcile_locked(ctx, groups or ctx.config.groups, why)
@@ -204,11 +133,10 @@ def reconcile(ctx: Context, groups: Sequence[Group] | None = None,
 
 def _reconcile_locked(ctx: Context, groups: Iterable[Group], why: str) -> list[Outcome]:
     q = current_quorum(ctx)
-    maint = in_maintenance(ctx)
     reader = Reader(ctx)
     outcomes = []
     for group in groups:
-        view = observe(ctx, group, reader, q, maint)
+        view = observe(ctx, group, reader, q)
         outcome = apply_view(ctx, view, reader)
         if outcome.done:
             ctx.log.notice(f"{why}: group {group.name} repaired "
@@ -222,7 +150,7 @@ def manual(ctx: Context, group: Group, hold: bool, force: bool) -> Outcome:
     """``carphooks hold|release GROUP``: by hand, until the next event or reconcile."""
     with ctx.state.lock(ctx.config.lock_timeout):
         reader = Reader(ctx)
-        view = observe(ctx, group, reader, current_quorum(ctx), in_maintenance(ctx))
+        view = observe(ctx, group, reader, current_quorum(ctx))
         if hold and not view.decision.hold and not force:
             raise UsageError(f"group {group.name}: refusing to hold ({view.decision.reason}); "
                              "another host may hold the address. Use --force to override")
@@ -270,6 +198,7 @@ def tinc_up(ctx: Context, env: TincEnv) -> list[str]:
                 done += ctx.backend.configure_carp(
                     group, ctx.config.advskew_for(group, env.name), secret, current)
                 reader.forget(group.carp_interface)
+        demotion.resync(ctx)
         outcomes = _reconcile_locked(ctx, groups, "tinc-up")
     for line in done:
         ctx.log.notice(f"tinc-up: {line}")
@@ -331,9 +260,22 @@ def tinc_host(ctx: Context, env: TincEnv, up: bool) -> list[Outcome]:
                 ctx.log.warning(f"quorum lost ({q_after.have}/{len(ctx.config.voters)}): "
                                 "releasing floating addresses")
             why = f"tinc-host-{'up' if up else 'down'}"
-            outcomes = _reconcile_locked(ctx, ctx.config.groups, why)
+            if q_after.ok:  # undo the demotion first, then take what CARP says
+                _demote(ctx, "quorum", False)
+                outcomes = _reconcile_locked(ctx, ctx.config.groups, why)
+            else:  # release at once, then demote so a peer with quorum wins
+                outcomes = _reconcile_locked(ctx, ctx.config.groups, why)
+                _demote(ctx, "quorum", True)
     finish(ctx)
     return outcomes
+
+
+def _demote(ctx: Context, reason: str, on: bool) -> None:
+    """Change carphooks' demotion; a failure is logged, never stops a release."""
+    try:
+        demotion.set_reason(ctx, reason, on)
+    except CarphooksError as exc:
+        ctx.log.error(f"cannot {'add' if on else 'remove'} CARP demotion ({reason}): {exc}")
 
 
 def _raise_if_failed(outcomes: Sequence[Outcome]) -> None:
@@ -341,6 +283,59 @@ def _raise_if_failed(outcomes: Sequence[Outcome]) -> None:
     if errors:
         raise CarphooksError(errors[0] if len(errors) == 1
                              else f"{errors[0]} (and {len(errors) - 1} more)")
+
+
+# -- maintenance -----------------------------------------------------------------------
+
+def maintenance_on(ctx: Context, wait: float) -> list[str]:
+    """Persist the flag, demote, and wait (bounded) until a peer is master everywhere."""
+    if not ctx.backend.supports_demotion:
+        raise CarphooksError(f"maintenance needs CARP demotion, which the {ctx.backend.name} "
+                             "backend lacks: stop the CARP daemon (ucarp/keepalived) instead")
+    lines: list[str] = []
+    with ctx.state.lock(ctx.config.lock_timeout):
+        if not ctx.dry_run:
+            ctx.state.write_maintenance(True)  # the flag first: a reboot re-applies it
+        if demotion.set_reason(ctx, "maintenance", True):
+            lines.append(f"demoted CARP by {demotion.STEP}")
+        preempt = ctx.backend.sysctl(demotion.PREEMPT_OID)
+    if preempt == 0:
+        msg = ("net.inet.carp.preempt is 0 on this host; the peers need "
+               "net.inet.carp.preempt=1 or nothing moves")
+        ctx.log.warning(msg)
+        lines.append(f"warning: {msg}")
+    if ctx.dry_run:
+        return lines
+    masters = [g for g in ctx.config.groups if _carp_now(ctx, g) is CarpState.MASTER]
+    deadline = time.monotonic() + wait
+    while masters and time.monotonic() < deadline:
+        time.sleep(0.2)
+        masters = [g for g in masters if _carp_now(ctx, g) is CarpState.MASTER]
+    lines += outcome_lines(reconcile(ctx, why="maintenance on"))
+    if masters:
+        names = ", ".join(g.name for g in masters)
+        hint = " (net.inet.carp.preempt is 0: peers need preempt=1)" if preempt == 0 else ""
+        raise CarphooksError(f"maintenance is on and CARP demoted, but no peer took over "
+                             f"{names} within {wait:g} s{hint}; this host keeps serving")
+    lines.append("maintenance on: every group has moved to a peer")
+    return lines
+
+
+def maintenance_off(ctx: Context) -> list[str]:
+    """Remove only the demotion carphooks added for maintenance, then clear the flag."""
+    lines: list[str] = []
+    with ctx.state.lock(ctx.config.lock_timeout):
+        if demotion.set_reason(ctx, "maintenance", False):
+            lines.append("removed the maintenance demotion")
+        if not ctx.dry_run:
+            ctx.state.write_maintenance(False)
+    lines.append("maintenance off")
+    return lines
+
+
+def _carp_now(ctx: Context, group: Group) -> CarpState:
+    current = ctx.engine.read(group.carp_interface) if ctx.backend.reads_carp_interface else None
+    return ctx.backend.carp_state(group, current)
 
 
 # -- status ------------------------------------------------------------------------------
@@ -352,7 +347,7 @@ def status(ctx: Context) -> dict[str, Any]:
     reader = Reader(ctx)
     groups = []
     for group in ctx.config.groups:
-        view = observe(ctx, group, reader, q, maint)
+        view = observe(ctx, group, reader, q)
         addrs = {a.with_prefixlen: address_status(view.external, a) for a in group.addresses}
         held = [a for a, s in addrs.items() if s in ("held", "tentative", "duplicated")]
         if view.decision.hold and len(held) < len(addrs):
@@ -376,12 +371,44 @@ def status(ctx: Context) -> dict[str, Any]:
         last = {"error": str(exc)}
     if last and isinstance(last.get("time"), int | float):
         last = dict(last, age=round(time.time() - float(last["time"]), 1))
+    dem = demotion.status(ctx)
     return {
         "host": ctx.host, "backend": ctx.backend.name,
+        "demotion": {"carphooks": dem.added, "kernel": dem.kernel},
         "quorum": {"ok": q.ok, "have": q.have, "need": q.need, "mode": q.mode,
                    "reason": q.reason},
         "maintenance": maint, "last_event": last, "groups": groups,
     }
+
+
+def nagios(report: Mapping[str, Any], max_event_age: float | None = None) -> tuple[int, str]:
+    """One monitoring-plugin line and its code: 0 OK, 1 WARNING, 2 CRITICAL."""
+    crit: list[str] = []
+    warn: list[str] = []
+    parts: list[str] = []
+    for g in report["groups"]:
+        addrs = g["addresses"]
+        held = sum(1 for v in addrs.values() if v in ("held", "tentative", "duplicated"))
+        parts.append(f"{g['name']} {g['carp']} {held}/{len(addrs)} held")
+        if g["verdict"] != "ok":
+            crit.append(f"{g['name']}: {g['verdict']}")
+        if any(v == "tentative" for v in addrs.values()):
+            warn.append(f"{g['name']}: tentative address")
+    q = report["quorum"]
+    if not q["ok"]:
+        warn.append(q["reason"])
+    if report["maintenance"]:
+        warn.append("maintenance mode on")
+    last = report.get("last_event") or {}
+    if max_event_age is not None and isinstance(last.get("age"), int | float) and \
+            last["age"] > max_event_age:
+        warn.append(f"last event {last['age']:.0f} s ago")
+    summary = "; ".join(parts) or "no groups"
+    if crit:
+        return 2, f"CARPHOOKS CRITICAL - {'; '.join(crit + warn)} | {summary}"
+    if warn:
+        return 1, f"CARPHOOKS WARNING - {'; '.join(warn)} | {summary}"
+    return 0, f"CARPHOOKS OK - {summary}; {q['reason']}"
 
 
 def outcome_lines(outcomes: Iterable[Outcome]) -> list[str]:

@@ -249,9 +249,20 @@ def _group(ctx: actions.Context, name: str) -> configmod.Group:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--nagios", is_flag=True, help="One monitoring-plugin line; exit 0 OK, "
+              "1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
 @click.pass_obj
-def status(opts: Options, as_json: bool) -> int:
+def status(opts: Options, as_json: bool, nagios: bool) -> int:
     """Show CARP state, quorum and each floating address per group."""
+    if nagios:
+        try:
+            ctx = opts.context()
+            code, line = actions.nagios(actions.status(ctx))
+        except CarphooksError as exc:
+            click.echo(f"CARPHOOKS UNKNOWN - {exc}")
+            return 3
+        click.echo(line)
+        return code
     return int(_status(opts, as_json))
 
 
@@ -322,6 +333,34 @@ def _manual(opts: Options, name: str, want: bool, force: bool) -> int:
     if not outcome.changes:
         click.echo(f"group {outcome.group.name}: nothing to do")
     return int(ExitCode.FAILED) if outcome.errors else 0
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["on", "off", "status"]))
+@click.option("--wait", default=15.0, show_default=True, metavar="SECONDS",
+              help="With 'on': how long to wait for a peer to become master.")
+@click.pass_obj
+def maintenance(opts: Options, action: str, wait: float) -> int:
+    """Maintenance mode: 'on' persists a flag, demotes CARP and waits for a peer to take over;
+    'off' removes only the demotion carphooks added. The flag survives reboots (tinc-up)."""
+    return int(_maintenance(opts, action, wait))
+
+
+@guarded("carphooks maintenance")
+def _maintenance(opts: Options, action: str, wait: float) -> int:
+    ctx = opts.context()
+    if action == "on":
+        lines = actions.maintenance_on(ctx, wait)
+    elif action == "off":
+        lines = actions.maintenance_off(ctx)
+    else:
+        report = actions.status(ctx)
+        dem = report["demotion"]
+        lines = [f"maintenance {'on' if report['maintenance'] else 'off'}; carphooks demotion "
+                 f"{dem['carphooks'] or 'none'}; kernel demotion {dem['kernel']}"]
+    for line in lines:
+        click.echo(line)
+    return 0
 
 
 @cli.command("event")

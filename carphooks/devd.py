@@ -283,7 +283,7 @@ _TOKEN = re.compile(
     r"""
     (?P<ws>[ \t\r\n]+)
   | (?P<comment>\#[^\n]*|//[^\n]*|/\*.*?\*/)
-  | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<string>"[^"]*")
   | (?P<punct>[{};])
   | (?P<word>[^\s{};"]+)
     """,
@@ -309,7 +309,9 @@ def _tokens(text: str, source: str) -> list[_Tok]:
         kind = m.lastgroup or ""
         value = m.group(0)
         if kind == "string":
-            toks.append(_Tok("string", re.sub(r"\\(.)", r"\1", value[1:-1]), line))
+            # devd's lexer: no escapes, but backslash-newline plus the next line's
+            # leading blanks is a continuation.
+            toks.append(_Tok("string", re.sub(r"\\\n[ \t]*", "", value[1:-1]), line))
         elif kind in ("punct", "word"):
             toks.append(_Tok(kind, value, line))
         line += value.count("\n")

@@ -1,4 +1,9 @@
-"""Desired state: hold the floating addresses only as MASTER, with quorum, out of maintenance."""
+"""Desired state: hold the floating addresses only while CARP is MASTER and quorum holds.
+
+Maintenance mode is not a condition here: it demotes CARP (see ``demotion``), so a
+peer becomes master and this host's state follows. A host in maintenance that no
+peer replaced keeps serving rather than leaving the address unheld.
+"""
 
 from __future__ import annotations
 
@@ -49,12 +54,10 @@ def quorum(config: Config, me: str | None, peers: Peers) -> Quorum:
                                              f"{need} needed")
 
 
-def decide(carp: CarpState, q: Quorum, maintenance: bool) -> Decision:
-    """MASTER and quorum and not in maintenance: hold; anything else: release."""
+def decide(carp: CarpState, q: Quorum) -> Decision:
+    """MASTER with quorum: hold; anything else: release."""
     if carp is not CarpState.MASTER:
         return Decision(False, f"CARP is {carp.value}")
-    if maintenance:
-        return Decision(False, "maintenance mode is on")
     if not q.ok:
         return Decision(False, q.reason)
     return Decision(True, "CARP is MASTER" + ("" if q.mode == "none" else f", {q.reason}"))

@@ -280,10 +280,10 @@ def rc_aliases(tgt: Target) -> str:
                      f" on {group.external_interface}")
         for fam, peers, word in (("IPv4", v4, "peer"), ("IPv6", v6, "peer6")):
             if len(peers) > 1:
-                lines.append(f"# WARNING: FreeBSD keeps ONE unicast {fam} peer per vhid: only "
-                             f"{peers[0]} hears this host's advertisements, not "
+                lines.append(f"# WARNING: FreeBSD keeps ONE unicast {fam} peer per vhid: "
+                             f"only {peers[0]} hears this host's\n# advertisements, not "
                              f"{', '.join(str(p) for p in peers[1:])}. With more than two "
-                             "hosts use topology = \"tinc\" (multicast over the VPN).")
+                             "hosts use topology = \"tinc\"\n# (multicast over the VPN).")
             if peers:
                 words += [word, str(peers[0])]
         if not v4 and not v6:

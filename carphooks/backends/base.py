@@ -50,6 +50,7 @@ class Backend(abc.ABC):
 
     name: str = "base"
     reads_carp_interface: bool = True  # False where the CARP state does not live on an interface
+    supports_demotion: bool = False  # kernel CARP demotion (net.inet.carp.demotion)
 
     def __init__(self, runner: Runner, state: StateDir) -> None:
         self.runner = runner

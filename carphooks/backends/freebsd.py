@@ -23,6 +23,7 @@ class FreeBSDBackend(Backend):
     """Kernel CARP; aliases with ``ifconfig IF inet|inet6 A/P alias|-alias``."""
 
     name = "freebsd"
+    supports_demotion = True
 
     @classmethod
     def is_supported(cls) -> bool:

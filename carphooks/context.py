@@ -1,0 +1,91 @@
+"""The per-process context every action works in: config, log, runner, backend, engine."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from carphooks import config as configmod
+from carphooks.backends import get_backend
+from carphooks.backends.base import Backend
+from carphooks.config import Config, IPInterface
+from carphooks.engine import Engine
+from carphooks.errors import StateError, UsageError
+from carphooks.log import Log
+from carphooks.policy import Quorum, quorum
+from carphooks.runner import Runner
+from carphooks.state import Peers, StateDir
+
+HOST_ENV = "CARPHOOKS_HOST"
+
+
+@dataclass
+class Context:
+    """Everything an action needs, built once per process."""
+
+    config: Config
+    log: Log
+    runner: Runner
+    state: StateDir
+    backend: Backend
+    engine: Engine
+    dry_run: bool = False
+    host: str | None = None
+    to_announce: list[tuple[str, list[IPInterface]]] = field(default_factory=list)
+
+
+def build_context(config: Config, log: Log, *, dry_run: bool = False,
+                  host: str | None = None, echo: Any = None) -> Context:
+    """Wire config, runner, backend and engine together."""
+    runner = Runner(dry_run=dry_run, echo=echo, trace=log.debug)
+    state = StateDir(config.state_dir)
+    backend = get_backend(config.backend, runner, state)
+    engine = Engine(backend, log, dry_run=dry_run)
+    ctx = Context(config=config, log=log, runner=runner, state=state, backend=backend,
+                  engine=engine, dry_run=dry_run, host=host)
+    return ctx
+
+
+def resolve_host(ctx: Context, explicit: str | None = None) -> str | None:
+    """This host's tinc node name: argument, $CARPHOOKS_HOST, tinc-up's record, hostname."""
+    for candidate in (explicit, os.environ.get(HOST_ENV)):
+        if candidate:
+            if not configmod.NODE_RE.fullmatch(candidate):
+                raise UsageError(f"bad host name {candidate!r}")
+            return candidate
+    try:
+        data = ctx.state.read("self.json")
+    except StateError as exc:
+        ctx.log.warning(str(exc))
+        data = None
+    if data and isinstance(data.get("name"), str) and data["name"] in ctx.config.hosts:
+        return str(data["name"])
+    short = socket.gethostname().split(".")[0]
+    return short if configmod.NODE_RE.fullmatch(short) else None
+
+
+def current_peers(ctx: Context) -> Peers:
+    """Reachable peers; a corrupt file counts as nobody reachable (the safe side)."""
+    try:
+        return ctx.state.peers(ctx.config.voters)
+    except StateError as exc:
+        ctx.log.error(f"{exc}; treating every peer as unreachable")
+        return Peers(reachable=frozenset(), tinc_up=False, updated=0.0)
+
+
+def in_maintenance(ctx: Context) -> bool:
+    """The maintenance flag; a corrupt file counts as on (release, never take)."""
+    try:
+        return ctx.state.maintenance().on
+    except StateError as exc:
+        ctx.log.error(f"{exc}; treating maintenance as on")
+        return True
+
+
+def current_quorum(ctx: Context) -> Quorum:
+    """Quorum as the state directory says now."""
+    if ctx.host is None:
+        ctx.host = resolve_host(ctx)
+    return quorum(ctx.config, ctx.host, current_peers(ctx))
