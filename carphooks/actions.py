@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from carphooks.context import (
     current_quorum,
     in_maintenance,
 )
-from carphooks.engine import Outcome, address_status
+from carphooks.engine import Outcome, address_status, plan
 from carphooks.errors import CarphooksError, StateError, UsageError
 from carphooks.events import CarpEvent, CarpState, TincEnv
 from carphooks.policy import Decision, Quorum, decide, quorum
@@ -68,7 +69,14 @@ def apply_view(ctx: Context, view: GroupView, reader: Reader) -> Outcome:
         if view.decision.hold:
             outcome.errors.append(f"interface {view.group.external_interface} does not exist")
         return outcome
-    outcome = ctx.engine.converge(view.group, view.decision.hold, view.external)
+    group = view.group
+    if view.decision.hold and group.probe and ctx.backend.supports_probe and not ctx.dry_run \
+            and any(c.op == "add" for c in plan(group, True, view.external)):
+        ctx.to_probe.append(group)  # take it in the detached child, once nobody answers
+        outcome = Outcome(group=group, hold=True)
+        outcome.warnings.append(f"group {group.name}: probing before taking its addresses")
+        return outcome
+    outcome = ctx.engine.converge(group, view.decision.hold, view.external)
     if outcome.changes:
         reader.forget(view.group.external_interface)
     added = [c.address for c in outcome.done if c.op == "add"]
@@ -78,18 +86,64 @@ def apply_view(ctx: Context, view: GroupView, reader: Reader) -> Outcome:
 
 
 def finish(ctx: Context) -> None:
-    """Hand slow work (announcements) to a detached child; the hook returns at once."""
-    if not ctx.to_announce or ctx.dry_run:
+    """Hand slow work (probes, announcements) to a detached child; the hook returns at once."""
+    if (not ctx.to_announce and not ctx.to_probe) or ctx.dry_run:
         return
     jobs = list(ctx.to_announce)
+    probes = list(ctx.to_probe)
     ctx.to_announce.clear()
-    backend = ctx.backend
+    ctx.to_probe.clear()
 
     def work() -> None:
         for ifname, addresses in jobs:
-            backend.announce(ifname, addresses)
+            ctx.backend.announce(ifname, addresses)
+        for group in probes:
+            probe_then_take(ctx, group)
+        for ifname, addresses in ctx.to_announce:
+            ctx.backend.announce(ifname, addresses)
 
     detach.spawn(work, ctx.log)
+
+
+PROBE_WINDOW = 10.0  # seconds to wait for another holder to let go
+PROBE_LISTEN = 0.3  # seconds to listen for answers per round
+
+
+def probe_then_take(ctx: Context, group: Group, window: float = PROBE_WINDOW) -> bool:
+    """Take ``group``'s addresses once no other host answers ARP for them (bounded)."""
+    ifname = group.external_interface
+    v4 = [a.ip for a in group.addresses if isinstance(a, ipaddress.IPv4Interface)]
+    deadline = time.monotonic() + window
+    reported: dict[str, str] = {}
+    while True:
+        answered = ctx.backend.probe(ifname, v4, PROBE_LISTEN) or {}
+        if not answered:
+            break
+        for ip, mac in answered.items():
+            if reported.get(str(ip)) != mac:
+                reported[str(ip)] = mac
+                ctx.log.warning(f"{ip} is answered by {mac} on {ifname}: not taking "
+                                f"group {group.name} until it lets go")
+        if time.monotonic() >= deadline:
+            ctx.log.error(f"group {group.name}: another host kept answering for "
+                          f"{', '.join(str(ip) for ip in answered)} for {window:g} s; "
+                          "not taken (reconcile retries)")
+            return False
+        time.sleep(0.1)
+    with ctx.state.lock(ctx.config.lock_timeout):
+        reader = Reader(ctx)
+        view = observe(ctx, group, reader, current_quorum(ctx))
+        if not view.decision.hold:
+            ctx.log.info(f"group {group.name}: no longer to hold ({view.decision.reason}); "
+                         "not taking")
+            return False
+        if view.external is None:
+            return False
+        outcome = ctx.engine.converge(group, True, view.external)
+    added = [c.address for c in outcome.done if c.op == "add"]
+    if added:
+        ctx.to_announce.append((ifname, added))
+    return outcome.ok
 
 
 # -- carp-event --------------------------------------------------------------------

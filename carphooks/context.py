@@ -10,7 +10,7 @@ from typing import Any
 from carphooks import config as configmod
 from carphooks.backends import get_backend
 from carphooks.backends.base import Backend
-from carphooks.config import Config, IPInterface
+from carphooks.config import Config, Group, IPInterface
 from carphooks.engine import Engine
 from carphooks.errors import StateError, UsageError
 from carphooks.log import Log
@@ -34,6 +34,7 @@ class Context:
     dry_run: bool = False
     host: str | None = None
     to_announce: list[tuple[str, list[IPInterface]]] = field(default_factory=list)
+    to_probe: list[Group] = field(default_factory=list)
 
 
 def build_context(config: Config, log: Log, *, dry_run: bool = False,

@@ -135,3 +135,40 @@ def test_batch_for_many_addresses(netns, tmp_path, syslog):
     assert res.stdout.count("would run: ip -force -batch -") == 1
     assert run(name, cfg, "carp-event", "2@tap0", "BACKUP").returncode == 0
     assert ns_addrs(sh) == {"198.51.100.11/24"}
+
+
+def test_probe_guard_waits_for_the_other_holder(netns, tmp_path, syslog):
+    name, sh = netns
+    other = f"{name}-o"
+    subprocess.run(["ip", "netns", "add", other], check=True)
+    try:
+        sh("ip", "link", "set", "peer0", "netns", other)
+        subprocess.run(["ip", "-n", other, "link", "set", "peer0", "up"], check=True)
+        subprocess.run(["ip", "-n", other, "addr", "add", V4, "dev", "peer0"], check=True)
+        cfg = write_config(tmp_path / "probe.toml", f"""\
+            backend = "linux"
+            quorum = "none"
+            state_dir = "{tmp_path / 'state'}"
+            syslog_socket = "{syslog.path}"
+            [[group]]
+            vhid = 1
+            carp_interface = "tap0"
+            external_interface = "ext0"
+            addresses = ["{V4}"]
+            probe = true
+            """)
+        started = time.monotonic()
+        res = run(name, cfg, "carp-event", "1@tap0", "MASTER")
+        assert res.returncode == 0, res.stderr
+        assert time.monotonic() - started < 2.0  # the probing happens after the hook returned
+        time.sleep(1.5)
+        assert V4 not in ns_addrs(sh)  # the other host still answers: not taken
+        assert any("is answered by" in t for t in syslog.texts())
+        subprocess.run(["ip", "-n", other, "addr", "del", V4, "dev", "peer0"], check=True)
+        for _ in range(40):
+            if V4 in ns_addrs(sh):
+                break
+            time.sleep(0.1)
+        assert V4 in ns_addrs(sh)
+    finally:
+        subprocess.run(["ip", "netns", "del", other], check=False)

@@ -125,3 +125,40 @@ def repeat(ifname: str, v4: Sequence[ipaddress.IPv4Interface],
         except OSError:
             break
     return total
+
+
+def probe(ifname: str, ips: Sequence[ipaddress.IPv4Address],
+          timeout: float) -> dict[ipaddress.IPv4Address, str]:
+    """RFC 5227-style ARP probe: which of ``ips`` does another host answer for?
+
+    Sends a who-has with sender address 0.0.0.0 for each address and listens for
+    ``timeout`` seconds; returns {address: MAC of the host that answered}. Linux only.
+    """
+    mac = link_mac(ifname)
+    if not ips or mac is None or not hasattr(socket, "AF_PACKET"):
+        return {}
+    wanted = {ip.packed: ip for ip in ips}
+    found: dict[ipaddress.IPv4Address, str] = {}
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
+        sock.bind((ifname, ETH_P_ARP))
+        for ip in ips:
+            eth = b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
+            arp = (struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + b"\x00" * 4
+                   + b"\x00" * 6 + ip.packed)
+            sock.send(eth + arp)
+        deadline = time.monotonic() + timeout
+        while len(found) < len(wanted):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            try:
+                frame = sock.recv(128)
+            except TimeoutError:
+                break
+            if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+                continue
+            sha, spa = frame[22:28], frame[28:32]
+            if sha != mac and spa in wanted:
+                found[wanted[spa]] = ":".join(f"{b:02x}" for b in sha)
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 
 from carphooks.backends.ifconfig_parse import AddrInfo, CarpInfo
 from carphooks.config import Group, IPInterface
@@ -51,6 +52,7 @@ class Backend(abc.ABC):
     name: str = "base"
     reads_carp_interface: bool = True  # False where the CARP state does not live on an interface
     supports_demotion: bool = False  # kernel CARP demotion (net.inet.carp.demotion)
+    supports_probe: bool = False  # ARP probe before taking an address
 
     def __init__(self, runner: Runner, state: StateDir) -> None:
         self.runner = runner
@@ -87,6 +89,11 @@ class Backend(abc.ABC):
 
     def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:  # noqa: B027
         """Tell neighbours about addresses just taken (runs in a detached child)."""
+
+    def probe(self, ifname: str, ips: Sequence[IPv4Address],
+              timeout: float) -> dict[IPv4Address, str] | None:
+        """Which addresses another host answers for ({ip: MAC}); None where unsupported."""
+        return None
 
     def sysctl(self, name: str) -> int | None:
         """Read an integer sysctl; None where it does not exist."""

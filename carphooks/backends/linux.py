@@ -57,6 +57,7 @@ class LinuxBackend(Backend):
 
     name = "linux"
     reads_carp_interface = False
+    supports_probe = True
 
     @classmethod
     def is_supported(cls) -> bool:
@@ -152,6 +153,10 @@ class LinuxBackend(Backend):
     def configure_carp(self, group: Group, advskew: int, secret: str | None,
                        current: Interface) -> list[str]:
         return []  # no kernel CARP: ucarp or keepalived run the protocol
+
+    def probe(self, ifname: str, ips: Sequence[ipaddress.IPv4Address],
+              timeout: float) -> dict[ipaddress.IPv4Address, str] | None:
+        return announce.probe(ifname, ips, timeout)
 
     def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:
         v4 = [a for a in addresses if isinstance(a, ipaddress.IPv4Interface)]
