@@ -23,6 +23,7 @@ from bench.common import (
     SyslogSink,
     bench_host,
     measure,
+    peak_rss_kb,
     stats,
     workdir,
     write_config,
@@ -172,6 +173,22 @@ def _variant(variant: Variant, env: dict[str, str],
             variant.set_carp(state)
             counted[state] = procs.count_processes(contenders[name](state), env)
         out["processes"][name] = counted
+    for name in names:  # peak memory without the fork-from-Python inflation
+        peaks = []
+        for _ in range(3):
+            per_run = []
+            for state in ("MASTER", "BACKUP"):
+                variant.set_carp(state)
+                per_run.append(peak_rss_kb(contenders[name](state), env))
+            if None not in per_run:
+                peaks.append(max(p for p in per_run if p is not None))
+        c = out["contenders"][name]
+        c["maxrss_wait4_kb"] = c["maxrss_kb"]
+        c["maxrss_kb"] = stats(peaks).as_dict() if peaks else c["maxrss_kb"]
+        c["maxrss_tool"] = "GNU time %M" if peaks else "os.wait4 (inflated by the fork)"
+    if all("GNU" in out["contenders"][n]["maxrss_tool"] for n in names):
+        out["ratio_maxrss"] = stats([out["contenders"][a]["maxrss_kb"]["median"] /
+                                     out["contenders"][b]["maxrss_kb"]["median"]]).as_dict()
     variant.set_carp("BACKUP")
     return out
 

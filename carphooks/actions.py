@@ -62,27 +62,42 @@ def observe(ctx: Context, group: Group, reader: Reader, q: Quorum) -> GroupView:
     return GroupView(group, carp, decision, external, carp_if)
 
 
+def apply_views(ctx: Context, views: Sequence[GroupView], reader: Reader) -> list[Outcome]:
+    """Converge observed groups together (one apply and one verification read per
+    interface) and queue announcements for what was taken."""
+    results: dict[int, Outcome] = {}
+    todo: list[tuple[int, GroupView]] = []
+    for i, view in enumerate(views):
+        group = view.group
+        if view.external is None:
+            outcome = Outcome(group=group, hold=view.decision.hold)
+            if view.decision.hold:
+                outcome.errors.append(f"interface {group.external_interface} does not exist")
+            results[i] = outcome
+        elif (view.decision.hold and group.probe and ctx.backend.supports_probe
+              and not ctx.dry_run and any(c.op == "add" for c in plan(group, True,
+                                                                        view.external))):
+            ctx.to_probe.append(group)  # taken by the detached child once nobody answers
+            outcome = Outcome(group=group, hold=True)
+            outcome.warnings.append(f"group {group.name}: probing before taking its addresses")
+            results[i] = outcome
+        else:
+            todo.append((i, view))
+    if todo:
+        cache = {name: iface for name, iface in reader.cache.items() if iface is not None}
+        done = ctx.engine.converge_all([(v.group, v.decision.hold) for _, v in todo], cache)
+        reader.cache.update(cache)
+        for (i, _), outcome in zip(todo, done, strict=True):
+            results[i] = outcome
+            added = [c.address for c in outcome.done if c.op == "add"]
+            if added and not ctx.dry_run:
+                ctx.to_announce.append((outcome.group.external_interface, added))
+    return [results[i] for i in range(len(views))]
+
+
 def apply_view(ctx: Context, view: GroupView, reader: Reader) -> Outcome:
-    """Converge one observed group and queue announcements for what it took."""
-    if view.external is None:
-        outcome = Outcome(group=view.group, hold=view.decision.hold)
-        if view.decision.hold:
-            outcome.errors.append(f"interface {view.group.external_interface} does not exist")
-        return outcome
-    group = view.group
-    if view.decision.hold and group.probe and ctx.backend.supports_probe and not ctx.dry_run \
-            and any(c.op == "add" for c in plan(group, True, view.external)):
-        ctx.to_probe.append(group)  # take it in the detached child, once nobody answers
-        outcome = Outcome(group=group, hold=True)
-        outcome.warnings.append(f"group {group.name}: probing before taking its addresses")
-        return outcome
-    outcome = ctx.engine.converge(group, view.decision.hold, view.external)
-    if outcome.changes:
-        reader.forget(view.group.external_interface)
-    added = [c.address for c in outcome.done if c.op == "add"]
-    if added and not ctx.dry_run:
-        ctx.to_announce.append((view.group.external_interface, added))
-    return outcome
+    """Converge one observed group."""
+    return apply_views(ctx, [view], reader)[0]
 
 
 def finish(ctx: Context) -> None:
@@ -188,15 +203,13 @@ def reconcile(ctx: Context, groups: Sequence[Group] | None = None,
 def _reconcile_locked(ctx: Context, groups: Iterable[Group], why: str) -> list[Outcome]:
     q = current_quorum(ctx)
     reader = Reader(ctx)
-    outcomes = []
-    for group in groups:
-        view = observe(ctx, group, reader, q)
-        outcome = apply_view(ctx, view, reader)
+    views = [observe(ctx, group, reader, q) for group in groups]
+    outcomes = apply_views(ctx, views, reader)
+    for view, outcome in zip(views, outcomes, strict=True):
         if outcome.done:
-            ctx.log.notice(f"{why}: group {group.name} repaired "
+            ctx.log.notice(f"{why}: group {view.group.name} repaired "
                            f"({'held' if view.decision.hold else 'released'}: "
                            f"{view.decision.reason})")
-        outcomes.append(outcome)
     return outcomes
 
 
@@ -273,11 +286,12 @@ def tinc_down(ctx: Context, env: TincEnv) -> list[Outcome]:
             ctx.state.write_peers(frozenset(), tinc_up=False)
             ctx.state.write_last_event("tinc-down", f"{env.name} on {env.interface}")
         reader = Reader(ctx)
+        views = []
         for group in ctx.config.groups_on(env.interface):
             ctx.backend.record_event(group.subsystem, CarpState.INIT)
-            view = GroupView(group, CarpState.INIT, Decision(False, "tinc is going down"),
-                             reader.get(group.external_interface), None)
-            outcomes.append(apply_view(ctx, view, reader))
+            views.append(GroupView(group, CarpState.INIT, Decision(False, "tinc is going down"),
+                                   reader.get(group.external_interface), None))
+        outcomes = apply_views(ctx, views, reader)
     return outcomes
 
 
@@ -481,3 +495,13 @@ def env_snapshot(environ: Mapping[str, str]) -> dict[str, str]:
     """The tinc variables of ``environ`` (for logs and tests)."""
     keys = ("NETNAME", "NAME", "DEVICE", "INTERFACE", "NODE", "REMOTEADDRESS", "REMOTEPORT")
     return {k: environ[k] for k in keys if k in environ}
+
+
+def tinc_host_up(ctx: Context, env: TincEnv) -> list[Outcome]:
+    """tinc ``host-up``."""
+    return tinc_host(ctx, env, True)
+
+
+def tinc_host_down(ctx: Context, env: TincEnv) -> list[Outcome]:
+    """tinc ``host-down``."""
+    return tinc_host(ctx, env, False)

@@ -7,87 +7,28 @@ Exit codes: 0 ok, 1 an operation failed, 2 bad arguments or environment,
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import click
 
-from carphooks import actions, events
+from carphooks import actions
 from carphooks import config as configmod
-from carphooks.errors import CarphooksError, ConfigError, ExitCode, UsageError
-from carphooks.log import Log
+from carphooks.entry import (
+    Options,
+    fail,
+    guarded,
+    run_carp_event,
+    run_tinc,
+)
+from carphooks.errors import CarphooksError, ExitCode, UsageError
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 an operation failed; 2 bad arguments or environment; "
     "6 bad config; 7 lock not acquired in time."
 )
-DEFAULT_TAG = "carphooks"
-
-
-class Options:
-    """Global options shared by every command."""
-
-    def __init__(self, config: str | None, verbose: bool, dry_run: bool,
-                 host: str | None = None) -> None:
-        self.config_path = configmod.locate(config)
-        self.verbose = verbose
-        self.dry_run = dry_run
-        self.host = host
-        self._log: Log | None = None
-
-    def fallback_log(self) -> Log:
-        """A logger for errors before (or without) a valid config: best effort."""
-        if self._log is None:
-            try:
-                cfg = configmod.load(self.config_path)
-                self._log = Log(cfg.log_tag, cfg.syslog_socket, verbose=self.verbose)
-            except CarphooksError:
-                self._log = Log(DEFAULT_TAG, configmod.default_syslog_socket(),
-                                verbose=self.verbose)
-        return self._log
-
-    def context(self) -> actions.Context:
-        """Load the config and build the action context (ConfigError on problems)."""
-        cfg = configmod.load(self.config_path)
-        log = Log(cfg.log_tag, cfg.syslog_socket, verbose=self.verbose)
-        self._log = log
-        return actions.build_context(cfg, log, dry_run=self.dry_run, host=self.host,
-                                     echo=lambda line: click.echo(f"would run: {line}"))
-
-
-def fail(opts: Options, exc: CarphooksError, prog: str) -> NoReturn:
-    """One line on stderr and in syslog, then the documented exit code."""
-    message = str(exc)
-    log = opts._log if opts._log is not None else (
-        Log(DEFAULT_TAG, configmod.default_syslog_socket(), mirror=False)
-        if isinstance(exc, ConfigError) else opts.fallback_log())
-    mirror = log.mirror
-    log.mirror = False
-    log.error(f"{prog}: {message}")
-    log.mirror = mirror
-    click.echo(f"{prog}: error: {message}", err=True)
-    sys.exit(int(exc.code))
-
-
-def guarded(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Turn CarphooksError (and any surprise) into one line and an exit code."""
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def inner(opts: Options, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(opts, *args, **kwargs)
-            except CarphooksError as exc:
-                fail(opts, exc, prog)
-            except (KeyboardInterrupt, click.exceptions.Exit, click.ClickException):
-                raise
-            except Exception as exc:  # never a traceback from a hook
-                if opts.verbose:
-                    raise
-                err = CarphooksError(f"internal error: {type(exc).__name__}: {exc}")
-                fail(opts, err, prog)
-        return inner
-    return wrap
+__all__ = ["Options", "cli", "fail", "guarded", "main"]
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -127,15 +68,7 @@ def run_standalone(cmd: click.Command, prog: str, args: Sequence[str] | None = N
     sys.exit(int(rv) if isinstance(rv, int) else 0)
 
 
-def _print_outcomes(opts: Options, outcomes: Sequence[Any]) -> int:
-    lines = actions.outcome_lines(outcomes)
-    if opts.dry_run or sys.stdout.isatty():
-        for line in lines:
-            click.echo(line)
-    return int(ExitCode.FAILED) if any(o.errors for o in outcomes) else 0
-
-
-# -- carp-event -----------------------------------------------------------------------
+# -- carp-event and the tinc scripts (the fast path is carphooks.entry) -------------------
 
 @click.command(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
@@ -148,82 +81,29 @@ def carp_event_cmd(config: str | None, verbose: bool, dry_run: bool, subsystem: 
     The event is a hint: carphooks reads the CARP state the kernel reports now and
     converges the group's floating addresses to it.
     """
-    opts = Options(config, verbose, dry_run)
-    return int(_carp_event(opts, subsystem, type_))
+    return int(run_carp_event(Options(config, verbose, dry_run), subsystem, type_))
 
 
-@guarded("carp-event")
-def _carp_event(opts: Options, subsystem: str, type_: str) -> int:
-    event = events.parse_carp_event(subsystem, type_)
-    ctx = opts.context()
-    return _print_outcomes(opts, actions.carp_event(ctx, event))
-
-
-def carp_event_main(args: Sequence[str] | None = None) -> NoReturn:
-    """Console script ``carp-event``."""
-    run_standalone(carp_event_cmd, "carp-event", args)
-
-
-# -- tinc scripts ------------------------------------------------------------------------
-
-def _tinc_command(name: str, doc: str, need_node: bool,
-                  action: Callable[[actions.Context, events.TincEnv], Any]) -> click.Command:
+def _tinc_command(name: str, doc: str) -> click.Command:
     @click.command(name=name, help=doc, epilog=EXIT_CODES_HELP,
                    context_settings={"help_option_names": ["-h", "--help"]})
     @common_options
     def cmd(config: str | None, verbose: bool, dry_run: bool) -> int:
-        opts = Options(config, verbose, dry_run)
-        return int(_tinc(opts, need_node, action))
-
-    @guarded(name)
-    def _tinc(opts: Options, need_node: bool,
-              action: Callable[[actions.Context, events.TincEnv], Any]) -> int:
-        env = events.parse_tinc_env(os.environ, need_node=need_node)
-        ctx = opts.context()
-        ctx.log.debug(f"{name}: {actions.env_snapshot(os.environ)}")
-        result = action(ctx, env)
-        if isinstance(result, list) and result and not isinstance(result[0], str):
-            return _print_outcomes(opts, result)
-        if opts.dry_run or sys.stdout.isatty():
-            for line in result or []:
-                click.echo(line)
-        return 0
+        return run_tinc(Options(config, verbose, dry_run), name)
 
     return cmd
 
 
-tinc_up_cmd = _tinc_command(
-    "tinc-up", "tinc-up: address $INTERFACE, configure CARP, release stale addresses.",
-    False, actions.tinc_up)
-tinc_down_cmd = _tinc_command(
-    "tinc-down", "tinc-down: release the floating addresses of groups on $INTERFACE.",
-    False, actions.tinc_down)
-tinc_host_up_cmd = _tinc_command(
-    "tinc-host-up", "host-up: record $NODE as reachable; reconcile when quorum changes.",
-    True, lambda ctx, env: actions.tinc_host(ctx, env, True))
-tinc_host_down_cmd = _tinc_command(
-    "tinc-host-down", "host-down: record $NODE as unreachable; release on quorum loss.",
-    True, lambda ctx, env: actions.tinc_host(ctx, env, False))
-
-
-def tinc_up_main(args: Sequence[str] | None = None) -> NoReturn:
-    """Console script ``tinc-up``."""
-    run_standalone(tinc_up_cmd, "tinc-up", args)
-
-
-def tinc_down_main(args: Sequence[str] | None = None) -> NoReturn:
-    """Console script ``tinc-down``."""
-    run_standalone(tinc_down_cmd, "tinc-down", args)
-
-
-def tinc_host_up_main(args: Sequence[str] | None = None) -> NoReturn:
-    """Console script ``tinc-host-up``."""
-    run_standalone(tinc_host_up_cmd, "tinc-host-up", args)
-
-
-def tinc_host_down_main(args: Sequence[str] | None = None) -> NoReturn:
-    """Console script ``tinc-host-down``."""
-    run_standalone(tinc_host_down_cmd, "tinc-host-down", args)
+TINC_COMMANDS = {
+    "tinc-up": _tinc_command(
+        "tinc-up", "tinc-up: address $INTERFACE, configure CARP, release stale addresses."),
+    "tinc-down": _tinc_command(
+        "tinc-down", "tinc-down: release the floating addresses of groups on $INTERFACE."),
+    "tinc-host-up": _tinc_command(
+        "tinc-host-up", "host-up: record $NODE as reachable; reconcile when quorum changes."),
+    "tinc-host-down": _tinc_command(
+        "tinc-host-down", "host-down: record $NODE as unreachable; release on quorum loss."),
+}
 
 
 # -- carphooks ---------------------------------------------------------------------------
@@ -369,7 +249,7 @@ def _maintenance(opts: Options, action: str, wait: float) -> int:
 @click.pass_obj
 def event_cmd(opts: Options, subsystem: str, type_: str) -> int:
     """Same as carp-event SUBSYSTEM TYPE."""
-    return int(_carp_event(opts, subsystem, type_))
+    return int(run_carp_event(opts, subsystem, type_))
 
 
 def main(args: Sequence[str] | None = None) -> NoReturn:

@@ -83,38 +83,71 @@ class Engine:
             return None
 
     def converge(self, group: Group, hold: bool, current: Interface | None = None) -> Outcome:
-        """Bring ``group``'s addresses to held or released; verify by re-reading."""
-        outcome = Outcome(group=group, hold=hold)
-        ifname = group.external_interface
-        if current is None:
+        """Bring one group's addresses to held or released; verify by re-reading."""
+        cache = {group.external_interface: current} if current is not None else {}
+        return self.converge_all([(group, hold)], cache)[0]
+
+    def converge_all(self, wanted: Sequence[tuple[Group, bool]],
+                     current: dict[str, Interface]) -> list[Outcome]:
+        """Converge many groups: per interface, one plan, one apply, one verification read.
+
+        ``current`` holds interfaces already read (missing ones are read here); it is
+        updated with what the verification read saw.
+        """
+        outcomes = [Outcome(group=g, hold=h) for g, h in wanted]
+        by_if: dict[str, list[Outcome]] = {}
+        for outcome in outcomes:
+            by_if.setdefault(outcome.group.external_interface, []).append(outcome)
+        for ifname, members in by_if.items():
+            self._converge_interface(ifname, members, current)
+        return outcomes
+
+    def _converge_interface(self, ifname: str, members: list[Outcome],
+                            current: dict[str, Interface]) -> None:
+        iface = current.get(ifname)
+        if iface is None:
             try:
-                current = self.backend.read(ifname)
+                iface = current[ifname] = self.backend.read(ifname)
             except InterfaceMissing as exc:
-                if hold:
-                    outcome.errors.append(f"{exc}: cannot assign {_addrs(group.addresses)}")
-                else:
-                    outcome.warnings.append(f"{exc}: nothing to remove")
-                return outcome
-        for wanted in group.addresses:
-            entry = current.find(wanted)
-            if entry is not None and entry.vhid is not None:
-                outcome.warnings.append(
-                    f"{entry.iface.with_prefixlen} on {ifname} belongs to CARP vhid "
-                    f"{entry.vhid}: left to the kernel")
-        outcome.changes = plan(group, hold, current)
-        if not outcome.changes:
-            outcome.held = {str(a): address_status(current, a) for a in group.addresses}
-            self._report_flags(outcome, current)
-            return outcome
-        failed = dict(self.backend.apply(outcome.changes))
+                for o in members:
+                    if o.hold:
+                        o.errors.append(f"{exc}: cannot assign {_addrs(o.group.addresses)}")
+                    else:
+                        o.warnings.append(f"{exc}: nothing to remove")
+                return
+        for o in members:
+            for wanted in o.group.addresses:
+                entry = iface.find(wanted)
+                if entry is not None and entry.vhid is not None:
+                    o.warnings.append(f"{entry.iface.with_prefixlen} on {ifname} belongs to "
+                                      f"CARP vhid {entry.vhid}: left to the kernel")
+            o.changes = plan(o.group, o.hold, iface)
+        changes = [c for o in members for c in o.changes]
+        if not changes:
+            for o in members:
+                o.held = {str(a): address_status(iface, a) for a in o.group.addresses}
+                self._report_flags(o, iface)
+            return
+        failed = dict(self.backend.apply(changes))
         if self.dry_run:
-            outcome.done = list(outcome.changes)
-            return outcome
+            for o in members:
+                o.done = list(o.changes)
+            return
         try:
-            after = self.backend.read(ifname)
-        except (InterfaceMissing, CarphooksError) as exc:
-            outcome.errors.append(f"cannot verify {ifname}: {exc}")
-            return outcome
+            after = current[ifname] = self.backend.read(ifname)
+        except CarphooksError as exc:
+            current.pop(ifname, None)
+            for o in members:
+                if o.changes:
+                    o.errors.append(f"cannot verify {ifname}: {exc}")
+            return
+        for o in members:
+            self._verify(o, ifname, after, failed)
+            o.held = {str(a): address_status(after, a) for a in o.group.addresses}
+            self._report_flags(o, after)
+
+    def _verify(self, outcome: Outcome, ifname: str, after: Interface,
+                failed: dict[Change, str]) -> None:
         for change in outcome.changes:
             now = after.find(change.address)
             if change.op == "add":
@@ -136,9 +169,6 @@ class Engine:
                        f"{change.address.with_prefixlen} on {ifname}: {reason}")
             outcome.errors.append(message)
             self.log.error(message)
-        outcome.held = {str(a): address_status(after, a) for a in group.addresses}
-        self._report_flags(outcome, after)
-        return outcome
 
     def _report_flags(self, outcome: Outcome, iface: Interface) -> None:
         if not outcome.hold:

@@ -9,7 +9,6 @@ running them.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -67,10 +66,16 @@ class Runner:
     def which(self, program: str) -> str | None:
         """Absolute path of ``program`` on the runner's PATH."""
         if program not in self._found:
-            found = shutil.which(program, path=self.path)
-            if found is None:
+            if "/" in program:
+                candidates = [program]
+            else:
+                candidates = [os.path.join(d, program) for d in self.path.split(os.pathsep)]
+            for candidate in candidates:
+                if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                    self._found[program] = candidate
+                    break
+            else:
                 return None
-            self._found[program] = found
         return self._found[program]
 
     def run(self, argv: Sequence[str], *, mutating: bool, stdin: str | None = None,

@@ -359,7 +359,7 @@ password = "labpass"
         return p.returncode == 0 and HOSTS[h]["vpn"] in p.stdout and ",UP" in \
             ip(self.ns[h], "-o", "link", "show", "dev", "tap0", check=False).stdout
 
-    def wait_tap(self, h: str, timeout: float = 5.0) -> None:
+    def wait_tap(self, h: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.tap_ready(h):
@@ -367,8 +367,10 @@ password = "labpass"
             if not self.running(f"tincd-{h}"):
                 raise LabError(f"tincd on {h} exited, see {self.hdir(h) / 'tincd.log'}")
             time.sleep(0.02)
+        err = self.hdir(h) / "hooks.err"
+        tail = err.read_text()[-600:] if err.exists() else ""
         raise LabError(f"tap0 on {h} not configured with {HOSTS[h]['vpn']} after {timeout}s "
-                       f"(tinc-up hook of set {self.st['hookset']}; see {self.hdir(h)}/hooks.err)")
+                       f"(tinc-up hook of set {self.st['hookset']}); {err}: {tail}")
 
     def start_ucarp(self, h: str) -> None:
         d, v = self.hdir(h), HOSTS[h]

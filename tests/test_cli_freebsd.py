@@ -441,3 +441,17 @@ def test_every_release_format(tmp_path, syslog, release):
     host.set_carp_state("tap0", 1, "BACKUP")
     assert event(host, cfg, "1@tap0", "BACKUP").code == 0
     assert V4 not in addrs(host, "vtnet0")
+
+
+def test_tinc_up_dry_run_hides_the_password(fresh, tmp_path, syslog):
+    cfg = tinc_config(tmp_path, syslog)
+    env = fresh.env()
+    env.update(TINC_ENV)
+    res = run_script("tinc-up", "--dry-run", "-v", env=env, config=cfg)
+    assert res.code == 0, res.err
+    carp_line = next(ln for ln in res.out.splitlines() if " vhid 1 " in ln)
+    assert carp_line.startswith("would run: ifconfig tap0 inet 192.0.2.254/24 vhid 1 ")
+    assert "pass ********" in carp_line
+    assert "s3cret" not in res.out + res.err
+    assert "s3cret" not in " ".join(syslog.texts())
+    assert mutating(fresh) == []

@@ -47,15 +47,30 @@ attach 0 {
 
 notify 0 {
 	match "system"		"IFNET";
-	match "type"		"ATTACH";
-	action "/etc/pccard_ether $subsystem start";
+	match "type"		"LINK_UP";
+	media-type		"ethernet";
+	action "service dhclient quietstart $subsystem";
 };
 
 notify 0 {
 	match "system"		"IFNET";
-	match "type"		"LINK_UP";
-	media-type		"ethernet";
-	action "service dhclient quietstart $subsystem";
+	match "subsystem"	"!(usbus|wlan)[0-9]+";
+	match "type"		"ATTACH";
+	action "/etc/pccard_ether $subsystem start";
+};
+
+detach 100 {
+	device-name "ed50";
+};
+
+nomatch 0 {
+#	action "logger Unknown device: $pnpinfo $location $bus";
+};
+
+nomatch 10 {
+	match "bus" "uhub[0-9]+";
+	action "logger Unknown USB device: vendor $vendor \
+		bus $bus";
 };
 
 /* C comment */ // and a C++ one
@@ -66,6 +81,13 @@ notify 100 {
 	match "cdev" "!ttyv.*";
 	action "echo $cdev";
 };
+
+/* Examples, disabled: "quotes", # hashes and { braces } inside a comment
+notify 10 {
+	match "system" "CARP";
+	action "/never";
+};
+*/
 """
 
 PFSENSE = """
@@ -210,6 +232,15 @@ def test_ours_outranks_stock_pfsense_and_opnsense(tmp_path: Path, rule_text: str
 
 def test_set_variables_and_negation(tmp_path: Path, rule_text: str) -> None:
     tree = devd.load_tree(_tree(tmp_path, {"/etc/devd.conf": STOCK}, rule_text))
+    assert [r.kind for r in tree.rules].count("nomatch") == 2
+    usb = devd.parse_event("?bus=uhub0 vendor=0x1 product=0x2")
+    rule = tree.first_match(usb)
+    assert rule is not None and rule.actions == (
+        "logger Unknown USB device: vendor $vendor bus $bus",)
+    assert tree.first_match(devd.parse_event("!system=IFNET subsystem=usbus0 type=ATTACH")) \
+        is None
+    assert tree.first_match(devd.parse_event("!system=IFNET subsystem=em0 type=ATTACH")) \
+        is not None
     assert tree.sets["wifi-driver-regex"].startswith("(ath|")
     cdev = devd.parse_event("!system=DEVFS subsystem=CDEV type=CREATE cdev=ttyv0")
     assert tree.first_match(cdev) is None  # "!ttyv.*" negated

@@ -226,7 +226,7 @@ def test_wrong_topology_and_unrenderable_configs(tmp_path: Path) -> None:
     with pytest.raises(render.RenderError, match="password"):
         render.render(target(quote, "hA"), "rc.conf")
     no_addr = cluster(tmp_path, "unicast", replace=('address = "10.0.0.254/24"\n', ''))
-    with pytest.raises(render.RenderError, match="carp.address"):
+    with pytest.raises(render.RenderError, match=r"carp\.address"):
         render.render(target(no_addr, "hA"), "rc.conf")
 
 
@@ -346,3 +346,35 @@ def test_rendered_tinc_scripts_and_devd_rule_against_fakebsd(tmp_path: Path) -> 
     proc = _run(scripts / "tinc-down", tinc_env)
     assert proc.returncode == 0, proc.stderr
     assert [str(a) for a, _, _ in bsd.addresses("vtnet0")] == ["198.51.100.7/24"]
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "carphooks.toml.sample"
+ALL_KEYS = {
+    "log_tag", "backend", "state_dir", "syslog_socket", "topology", "quorum", "lock_timeout",
+    "bindir", "netname", "nodes", "witnesses", "vpn_address", "advskew", "mac", "name", "vhid",
+    "carp_interface", "external_interface", "addresses", "probe", "address", "advbase",
+    "password", "password_file", "peers", "peers6",
+}
+
+
+def test_sample_config_is_valid_and_mentions_every_key(tmp_path: Path) -> None:
+    import re
+    import tomllib
+
+    text = SAMPLE.read_text(encoding="utf-8")
+    config = configmod.parse(tomllib.loads(text), path=SAMPLE, check_permissions=False)
+    assert config.nodes == ("hA", "hB", "hC")
+    mentioned = set(re.findall(r"^#?\s*([a-z_0-9]+) = ", text, re.MULTILINE))
+    assert ALL_KEYS <= mentioned, ALL_KEYS - mentioned
+    # every key line is preceded by a comment line (or is a per-host repeat)
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^[a-z_0-9]+ = ", line) and not lines[i - 1].startswith("#"):
+            assert line.startswith(("vpn_address", "name")), line
+    # renders for every host
+    path = tmp_path / "sample.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    for host in HOSTS:
+        tgt = target(configmod.load(path), host)
+        assert render.render_install_set(tgt)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from carphooks.backends.base import Backend
 from carphooks.errors import ConfigError
 from carphooks.runner import Runner
@@ -10,15 +12,16 @@ from carphooks.state import StateDir
 
 def get_backend(name: str, runner: Runner, state: StateDir) -> Backend:
     """The backend called ``name`` (``auto``: the first one this platform supports)."""
-    from carphooks.backends.freebsd import FreeBSDBackend
-    from carphooks.backends.linux import LinuxBackend
-
-    classes: dict[str, type[Backend]] = {"freebsd": FreeBSDBackend, "linux": LinuxBackend}
     if name == "auto":
-        for cls in classes.values():
-            if cls.is_supported():
-                return cls(runner, state)
-        raise ConfigError("backend = \"auto\": no backend supports this platform")
-    if name not in classes:
+        name = "freebsd" if sys.platform.startswith("freebsd") else (
+            "linux" if sys.platform.startswith("linux") else "")
+        if not name:
+            raise ConfigError(f"backend = \"auto\": no backend supports {sys.platform}")
+    cls: type[Backend]
+    if name == "freebsd":  # import only the backend in use (hooks start cold)
+        from carphooks.backends.freebsd import FreeBSDBackend as cls
+    elif name == "linux":
+        from carphooks.backends.linux import LinuxBackend as cls
+    else:
         raise ConfigError(f"unknown backend {name!r}")
-    return classes[name](runner, state)
+    return cls(runner, state)

@@ -1,0 +1,1 @@
+"""Benchmarks for carphooks: ``python -m bench`` (see bench/__main__.py)."""
