@@ -120,8 +120,8 @@ def finish(ctx: Context) -> None:
     detach.spawn(work, ctx.log)
 
 
-PROBE_WINDOW = 10.0  # seconds to wait for another holder to let go
-PROBE_LISTEN = 0.3  # seconds to listen for answers per round
+PROBE_WINDOW = 30.0  # seconds to wait for another holder to let go
+PROBE_LISTEN = 0.1  # seconds to listen for answers per round (a LAN answers in ms)
 
 
 def probe_then_take(ctx: Context, group: Group, window: float = PROBE_WINDOW) -> bool:
@@ -144,7 +144,7 @@ def probe_then_take(ctx: Context, group: Group, window: float = PROBE_WINDOW) ->
                           f"{', '.join(str(ip) for ip in answered)} for {window:g} s; "
                           "not taken (reconcile retries)")
             return False
-        time.sleep(0.1)
+        time.sleep(0.05)
     with ctx.state.lock(ctx.config.lock_timeout):
         reader = Reader(ctx)
         view = observe(ctx, group, reader, current_quorum(ctx))

@@ -133,21 +133,27 @@ class LinuxBackend(Backend):
 
     def setup_vpn(self, ifname: str, mac: str | None, address: IPInterface | None) -> list[str]:
         current = self.read(ifname)
+        lines: list[list[str]] = []
         done: list[str] = []
         if mac is not None and (current.mac or "").lower() != mac:
-            self.runner.run(["ip", "link", "set", "dev", ifname, "address", mac], mutating=True)
+            lines.append(["link", "set", "dev", ifname, "address", mac])
             done.append(f"set MAC {mac} on {ifname}")
         if address is not None:
             entry = current.find(address)
             if entry is None or entry.iface != address:
-                words = ["ip", "addr", "add", address.with_prefixlen, "dev", ifname]
+                words = ["addr", "add", address.with_prefixlen, "dev", ifname]
                 if address.version == 6:
                     words.append("nodad")
-                self.runner.run(words, mutating=True)
+                lines.append(words)
                 done.append(f"assigned VPN address {address.with_prefixlen} on {ifname}")
         if not current.up:
-            self.runner.run(["ip", "link", "set", "dev", ifname, "up"], mutating=True)
+            lines.append(["link", "set", "dev", ifname, "up"])
             done.append(f"brought {ifname} up")
+        if len(lines) == 1:
+            self.runner.run(["ip", *lines[0]], mutating=True)
+        elif lines:  # one fork for all of them: tinc waits for this script
+            self.runner.run(["ip", "-batch", "-"], mutating=True,
+                            stdin="".join(" ".join(words) + "\n" for words in lines))
         return done
 
     def configure_carp(self, group: Group, advskew: int, secret: str | None,
