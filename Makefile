@@ -54,8 +54,9 @@ bench: venv
 	$(BIN)/python -m bench
 
 demo: venv
-	@$(BIN)/pip install -q matplotlib 2>/dev/null || echo "matplotlib unavailable: the picture will be SVG"
-	$(BIN)/python -m lab demo --out out/demo
+	@$(BIN)/pip install -q matplotlib >/dev/null 2>&1 || echo "matplotlib unavailable: the picture will be SVG"
+	@mkdir -p out/demo
+	$(BIN)/python -m lab demo --json out/demo/results.json --plot out/demo/timeline.png
 
 lab-down: venv
 	$(BIN)/python -m lab down

@@ -366,6 +366,12 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
         if node in nodes or node in witnesses:
             raise tinc.fail(f"witnesses[{i}]", f"{node!r} is listed twice")
         witnesses.append(node)
+    if quorum == "majority" and topology == "unicast":
+        raise top.fail(
+            "quorum",
+            "topology = \"unicast\" has no tinc host-up/host-down to count votes: "
+            "set quorum = \"none\" (and accept the split-brain risk) or use topology = \"tinc\"",
+        )
     if quorum == "majority" and len(nodes) + len(witnesses) == 2:
         raise top.fail(
             "quorum",

@@ -395,7 +395,10 @@ def test_check_quorum_rules(tmp_path: Path, root: Path) -> None:
     assert "2-node" in next(c.message for c in doc.checks if c.name == "quorum")
     uni = write_config(tmp_path / "u.toml", "unicast",
                        replace=('quorum = "none"', 'quorum = "majority"'))
-    assert "quorum" in fails(doctor(uni, root))
+    doc = doctor(uni, root)
+    assert fails(doc) == {"config"}
+    assert "has no tinc host-up/host-down" in next(c.message for c in doc.checks
+                                                    if c.name == "config")
 
 
 def test_check_unicast_failures(tmp_path: Path, root: Path) -> None:
