@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -171,10 +172,20 @@ def _status(opts: Options, as_json: bool) -> int:
 
 @cli.command()
 @click.argument("groups", nargs=-1)
+@click.option("--every", type=click.FloatRange(min=0.5), metavar="SECONDS",
+              help="Repeat forever at this interval (for daemon(8) or a supervisor; cron "
+                   "runs it once a minute without this).")
 @click.pass_obj
-def reconcile(opts: Options, groups: tuple[str, ...]) -> int:
+def reconcile(opts: Options, groups: tuple[str, ...], every: float | None) -> int:
     """Converge groups (default: all) to the CARP state now; for cron."""
-    return int(_reconcile(opts, groups))
+    if every is None:
+        return int(_reconcile(opts, groups))
+    while True:  # a failed pass is logged; the next one tries again
+        try:
+            _reconcile(opts, groups)
+        except SystemExit:
+            pass
+        time.sleep(every)
 
 
 @guarded("carphooks reconcile")

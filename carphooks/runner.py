@@ -78,6 +78,11 @@ class Runner:
                 return None
         return self._found[program]
 
+    @staticmethod
+    def preload() -> None:
+        """Import ``sh`` now (it takes tens of ms), e.g. while waiting on the network."""
+        import sh  # noqa: F401
+
     def run(self, argv: Sequence[str], *, mutating: bool, stdin: str | None = None,
             check: bool = True, timeout: float | None = None) -> Result:
         """Run ``argv``; raise CommandError on failure when ``check``."""

@@ -156,6 +156,12 @@ def _draw_mpl(results: list[dict[str, Any]], path: str) -> str:
         ax.set_title(f"{r['set']} / {r['scenario']}: v4 outage {r['outage4_ms']} ms, "
                      f"two-holder samples {r['two_holder_samples']}", fontsize=8)
     axes[-1, 0].set_xlabel("seconds from the fault")
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    legend = [Patch(color=HOST_COLOURS[k], label=label) for k, label in (
+        ("hA", "hA"), ("hB", "hB"), ("hC", "hC"), ("FAIL", "client probe failed"))]
+    fig.legend(handles=legend, loc="upper center", ncol=4, fontsize=8, frameon=False,
+               title="two colours stacked in one lane = two hosts at once", title_fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (1.6 * len(results))))
     fig.savefig(path, dpi=90)
     return path

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .topo import HOSTS, Lab, LabError, ip
+from .topo import HOSTS, VIP4, VIP6, Lab, LabError, ip
 
 MASTER_WINDOW = 1.6  # a host sent an advertisement within this many seconds: master
 HOLD = 6.0           # seconds between the fault and its repair
@@ -133,6 +133,8 @@ def reset(lab: Lab, v: View, note: list[str]) -> None:
 
 
 def ensure_initial(lab: Lab, v: View, note: list[str]) -> None:
+    for h in HOSTS:  # no partition left over from a scenario that stopped half-way
+        ip(lab.ns[h], "route", "flush", "type", "blackhole", check=False)
     if not daemons_ok(lab):
         for h in HOSTS:
             ip(lab.ns[h], "link", "set", "ext0", "up", check=False)
@@ -167,6 +169,14 @@ class Scenario:
     setup_master: str = "hA"
 
 
+def _cut(lab: Lab, host: str, peers: tuple[str, ...], on: bool) -> None:
+    """Cut (or restore) host's tinc traffic to peers: blackhole routes to their public
+    addresses inside host's namespace. The public link and the client stay reachable."""
+    for p in peers:
+        ip(lab.ns[host], "route", "add" if on else "del", "blackhole",
+           f"198.51.100.{HOSTS[p]['n']}/32", check=False)
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("tincd-kill", "master's tincd SIGKILL",
              lambda lab: lab.send("tincd-hA", signal.SIGKILL), _restart_hA),
@@ -181,6 +191,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("link-down", "master's public link down, up after 6 s",
              lambda lab: ip(lab.ns["hA"], "link", "set", "ext0", "down"),
              lambda lab: ip(lab.ns["hA"], "link", "set", "ext0", "up")),
+    Scenario("vpn-partition", "master cut off the VPN (public link up), healed after 6 s",
+             lambda lab: _cut(lab, "hA", ("hB", "hC"), True),
+             lambda lab: _cut(lab, "hA", ("hB", "hC"), False)),
+    Scenario("minority-partition", "a backup cut off the VPN: it must not take the address",
+             lambda lab: _cut(lab, "hC", ("hA", "hB"), True),
+             lambda lab: _cut(lab, "hC", ("hA", "hB"), False)),
+    Scenario("manual-del", "the floating address deleted by hand on the master",
+             lambda lab: (ip(lab.ns["hA"], "addr", "del", VIP4, "dev", "ext0", check=False),
+                          ip(lab.ns["hA"], "-6", "addr", "del", VIP6, "dev", "ext0",
+                             check=False)) and None,
+             None),
 ]}
 
 

@@ -381,12 +381,23 @@ password = "labpass"
                     "-u", str(d / "ucarp-up"), "-d", str(d / "ucarp-down")],
                    self.env(h), d / "ucarp.log")
 
+    def start_cron(self, h: str) -> None:
+        """carphooks' periodic reconcile (cron on FreeBSD; here every second, in one
+        process): repairs missed events and hand-removed addresses. The bare set has none."""
+        if self.st["hookset"] != "carphooks" or self.running(f"cron-{h}"):
+            return
+        d = self.hdir(h)
+        self.spawn(f"cron-{h}", self.ns[h],
+                   [str(VENV_BIN / "carphooks"), "reconcile", "--every", "1"],
+                   self.env(h), d / "cron.log")
+
     def start_host(self, h: str) -> None:
         if not self.running(f"tincd-{h}"):
             self.start_tincd(h)
         self.wait_tap(h)
         if not self.running(f"ucarp-{h}"):
             self.start_ucarp(h)
+        self.start_cron(h)
 
     def start_all(self) -> None:
         for h in HOSTS:
@@ -404,8 +415,12 @@ password = "labpass"
         for h in HOSTS:
             if not self.running(f"ucarp-{h}"):
                 self.start_ucarp(h)
+        for h in HOSTS:
+            self.start_cron(h)
 
     def stop_daemons(self) -> None:
+        for h in HOSTS:
+            self.stop(f"cron-{h}")
         for h in HOSTS:
             self.stop(f"ucarp-{h}")
         for h in HOSTS:

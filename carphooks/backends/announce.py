@@ -127,38 +127,66 @@ def repeat(ifname: str, v4: Sequence[ipaddress.IPv4Interface],
     return total
 
 
-def probe(ifname: str, ips: Sequence[ipaddress.IPv4Address],
-          timeout: float) -> dict[ipaddress.IPv4Address, str]:
-    """RFC 5227-style ARP probe: which of ``ips`` does another host answer for?
+class Probe:
+    """RFC 5227-style ARP probe: which addresses does another host answer for?
 
-    Sends a who-has with sender address 0.0.0.0 for each address and listens for
-    ``timeout`` seconds; returns {address: MAC of the host that answered}. Linux only.
+    ``start`` sends a who-has with sender address 0.0.0.0 per address; the kernel
+    queues the answers while the caller does other work; ``collect`` reads them until
+    ``timeout`` seconds after the start. Linux (AF_PACKET) only.
     """
-    mac = link_mac(ifname)
-    if not ips or mac is None or not hasattr(socket, "AF_PACKET"):
-        return {}
-    wanted = {ip.packed: ip for ip in ips}
-    found: dict[ipaddress.IPv4Address, str] = {}
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
-        sock.bind((ifname, ETH_P_ARP))
-        for ip in ips:
-            eth = b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
-            arp = (struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + b"\x00" * 4
+
+    def __init__(self, ifname: str, ips: Sequence[ipaddress.IPv4Address]) -> None:
+        self.ifname = ifname
+        self.ips = list(ips)
+        self.sock: socket.socket | None = None
+        self.mac: bytes | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        """Send the probes."""
+        self.mac = link_mac(self.ifname)
+        if not self.ips or self.mac is None or not hasattr(socket, "AF_PACKET"):
+            return
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        sock.bind((self.ifname, ETH_P_ARP))
+        self.sock = sock
+        self.started = time.monotonic()
+        for ip in self.ips:
+            eth = b"\xff" * 6 + self.mac + struct.pack("!H", ETH_P_ARP)
+            arp = (struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + self.mac + b"\x00" * 4
                    + b"\x00" * 6 + ip.packed)
             sock.send(eth + arp)
-        deadline = time.monotonic() + timeout
-        while len(found) < len(wanted):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            sock.settimeout(left)
-            try:
-                frame = sock.recv(128)
-            except TimeoutError:
-                break
-            if len(frame) < 42 or frame[12:14] != b"\x08\x06":
-                continue
-            sha, spa = frame[22:28], frame[28:32]
-            if sha != mac and spa in wanted:
-                found[wanted[spa]] = ":".join(f"{b:02x}" for b in sha)
-    return found
+
+    def collect(self, timeout: float) -> dict[ipaddress.IPv4Address, str]:
+        """{address: MAC of the other host that answered} within ``timeout`` of the start."""
+        sock, mac = self.sock, self.mac
+        if sock is None or mac is None:
+            return {}
+        wanted = {ip.packed: ip for ip in self.ips}
+        found: dict[ipaddress.IPv4Address, str] = {}
+        deadline = self.started + timeout
+        try:
+            while len(found) < len(wanted):
+                left = deadline - time.monotonic()
+                sock.settimeout(max(left, 0.0))
+                try:
+                    frame = sock.recv(128)
+                except (TimeoutError, BlockingIOError):
+                    break
+                if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+                    continue
+                sha, spa = frame[22:28], frame[28:32]
+                if sha != mac and spa in wanted:
+                    found[wanted[spa]] = ":".join(f"{b:02x}" for b in sha)
+        finally:
+            sock.close()
+            self.sock = None
+        return found
+
+
+def probe(ifname: str, ips: Sequence[ipaddress.IPv4Address],
+          timeout: float) -> dict[ipaddress.IPv4Address, str]:
+    """Probe and wait: {address: MAC} of other hosts answering within ``timeout``."""
+    prober = Probe(ifname, ips)
+    prober.start()
+    return prober.collect(timeout)

@@ -162,7 +162,10 @@ class LinuxBackend(Backend):
 
     def probe(self, ifname: str, ips: Sequence[ipaddress.IPv4Address],
               timeout: float) -> dict[ipaddress.IPv4Address, str] | None:
-        return announce.probe(ifname, ips, timeout)
+        prober = announce.Probe(ifname, ips)
+        prober.start()
+        self.runner.preload()  # import the runner's machinery while answers arrive
+        return prober.collect(timeout)
 
     def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:
         v4 = [a for a in addresses if isinstance(a, ipaddress.IPv4Interface)]
