@@ -98,7 +98,7 @@ def _counts(c: dict[str, int] | None) -> str:
         return "-"
     per_if = ", ".join(f"{k[6:]} {v}" for k, v in c.items() if k.startswith("reads_")
                        and k != "reads_max_per_if")
-    return f"{c['changes']} changes, {c['reads']} reads ({per_if})"
+    return f"{c['changes']} mutating, {c['reads']} reads ({per_if})"
 
 
 def scale_tables(res: dict[str, Any]) -> list[str]:

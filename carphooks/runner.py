@@ -8,7 +8,9 @@ running them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +19,8 @@ from carphooks.errors import CommandError
 EXTRA_PATH = ("/sbin", "/bin", "/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
 SECRET_FLAGS = frozenset({"pass"})
 REDACTED = "********"
+# Every exit status, and death by signal, is reported by us rather than raised by sh.
+OK_CODES = [*range(256), *(-sig for sig in range(1, 65))]
 
 
 def search_path(environ_path: str | None = None) -> str:
@@ -93,7 +97,7 @@ class Runner:
             return Result(tuple(argv), 0, "", "")
         program = self.which(argv[0])
         if program is None:
-            raise CommandError(argv, 127, f"{argv[0]}: command not found on {self.path}")
+            raise CommandError(redact(argv), 127, f"{argv[0]}: command not found on {self.path}")
         if self.trace is not None:
             self.trace(f"run: {shown}")
         import sh  # deferred: only hooks that run a command pay for the import
@@ -102,19 +106,36 @@ class Runner:
         env = dict(os.environ)
         env["PATH"] = self.path
         env["LC_ALL"] = "C"
+        limit = timeout or self.timeout
+        # A timer kills the command at the limit while we block in wait(): sh's own
+        # _timeout (and wait(timeout=...)) poll in 0.1 s steps, which added ~100 ms to
+        # every command, and wait(timeout=...) may return before the output is read.
         try:
             proc = sh.Command(program)(
-                *argv[1:], _in=stdin, _env=env, _ok_code=list(range(256)),
-                _timeout=timeout or self.timeout, _tty_out=False, _tty_in=False,
-                _return_cmd=True, _decode_errors="replace",
+                *argv[1:], _in=stdin, _env=env, _ok_code=OK_CODES, _bg=True,
+                _tty_out=False, _tty_in=False, _return_cmd=True, _decode_errors="replace",
             )
-        except sh.TimeoutException:
-            limit = timeout or self.timeout
-            raise CommandError(argv, 124, f"timed out after {limit:g} s") from None
-        except sh.SignalException as exc:
-            raise CommandError(argv, 128, f"killed by a signal ({exc})") from None
         except OSError as exc:
-            raise CommandError(argv, 126, str(exc)) from None
+            raise CommandError(redact(argv), 126, str(exc)) from None
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            with contextlib.suppress(OSError):
+                proc.kill()
+
+        timer = threading.Timer(limit, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            proc.wait()
+        finally:
+            timer.cancel()
+        if expired.is_set():
+            raise CommandError(redact(argv), 124, f"timed out after {limit:g} s")
+        if proc.exit_code < 0:
+            raise CommandError(redact(argv), 128 - proc.exit_code,
+                               f"killed by signal {-proc.exit_code}")
         result = Result(tuple(argv), int(proc.exit_code), str(proc), _text(proc.stderr))
         if check and result.returncode != 0:
             raise CommandError(redact(argv), result.returncode, result.stderr or result.stdout)
