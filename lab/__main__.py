@@ -25,7 +25,9 @@ def _guard(lab: Lab, keep: bool) -> None:
         if not done[0]:
             done[0] = True
             removed = lab.down(keep=keep)
-            print(f"lab {lab.id} down: removed {len(removed)} processes/namespaces", file=sys.stderr)
+            print(
+                f"lab {lab.id} down: removed {len(removed)} processes/namespaces", file=sys.stderr
+            )
 
     def on_signal(sig: int, _frm: Any) -> None:
         cleanup()
@@ -43,8 +45,10 @@ def bring_up(lab: Lab, hookset: str) -> View:
     w = wait_steady(lab, v, "hA", 30.0, fix_client=True)
     if not w:
         raise LabError("lab not steady (hA master, holding, answering) 30 s after up")
-    print(f"lab {lab.id} up in {time.time() - t:.1f} s (hooks: {hookset}); tmp {lab.tmp}",
-          file=sys.stderr)
+    print(
+        f"lab {lab.id} up in {time.time() - t:.1f} s (hooks: {hookset}); tmp {lab.tmp}",
+        file=sys.stderr,
+    )
     return v
 
 
@@ -57,7 +61,9 @@ def switch_hooks(lab: Lab, v: View, hookset: str) -> None:
         raise LabError(f"lab not steady 30 s after switching to hooks {hookset}")
 
 
-def run(lab: Lab, v: View, sets: list[str], names: list[str], verbose: bool) -> list[dict[str, Any]]:
+def run(
+    lab: Lab, v: View, sets: list[str], names: list[str], verbose: bool
+) -> list[dict[str, Any]]:
     results = []
     for hs in sets:
         if lab.st["hookset"] != hs:
@@ -77,17 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="bring a lab up and leave it running")
     p_up.add_argument("--hooks", choices=["bare", "carphooks"], default="bare")
-    p_down = sub.add_parser("down", help="remove labs recorded by up (default: those "
-                            "whose driver is gone)")
+    p_down = sub.add_parser(
+        "down", help="remove labs recorded by up (default: those whose driver is gone)"
+    )
     p_down.add_argument("--id")
     p_down.add_argument("--all", action="store_true")
     p_down.add_argument("--keep", action="store_true", help="keep the tmp dir (logs)")
     for name in ("run", "demo"):
         p = sub.add_parser(name)
-        p.add_argument("--hooks", choices=["bare", "carphooks", "both"],
-                       default="both" if name == "demo" else "bare")
-        p.add_argument("--scenarios", default=",".join(SCENARIOS),
-                       help=f"comma list of {', '.join(SCENARIOS)}")
+        p.add_argument(
+            "--hooks",
+            choices=["bare", "carphooks", "both"],
+            default="both" if name == "demo" else "bare",
+        )
+        p.add_argument(
+            "--scenarios", default=",".join(SCENARIOS), help=f"comma list of {', '.join(SCENARIOS)}"
+        )
         p.add_argument("--json", help="write results here")
         p.add_argument("--plot", help="draw the timelines here (.svg, or .png with matplotlib)")
         p.add_argument("--keep", action="store_true", help="keep the tmp dir (logs)")
@@ -122,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown scenarios: {bad}")
         if "carphooks" in sets and carphooks_missing():
             if a.cmd == "demo" and a.hooks == "both":
-                print(f"carphooks entry points missing ({', '.join(carphooks_missing())}): "
-                      "running the bare hooks only", file=sys.stderr)
+                print(
+                    f"carphooks entry points missing ({', '.join(carphooks_missing())}): "
+                    "running the bare hooks only",
+                    file=sys.stderr,
+                )
                 sets = ["bare"]
             else:
                 raise LabError(f"carphooks entry points missing: {', '.join(carphooks_missing())}")

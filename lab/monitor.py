@@ -93,8 +93,13 @@ class Monitor:
         p = self.probes.pop(s)
         self.sel.unregister(s)
         s.close()
-        rec = {"k": "probe", "af": p["af"], "t": p["t"], "ok": ok,
-               "ms": round((time.time() - p["t"]) * 1000, 1)}
+        rec = {
+            "k": "probe",
+            "af": p["af"],
+            "t": p["t"],
+            "ok": ok,
+            "ms": round((time.time() - p["t"]) * 1000, 1),
+        }
         if ok:
             rec["who"] = p["buf"].decode(errors="replace").strip()
         else:
@@ -141,10 +146,19 @@ class Monitor:
                     if ip_ == self.vip4:
                         entry["v4"] = True
                     elif ip_ == self.vip6:
-                        entry["v6"] = "dadfailed" if af & 0x08 else "tentative" if af & 0x40 else True
+                        entry["v6"] = (
+                            "dadfailed" if af & 0x08 else "tentative" if af & 0x40 else True
+                        )
             hold[h] = entry
-        self.emit({"k": "sample", "t": now, "dt": round(dt * 1000, 1),
-                   "took": round((time.time() - now) * 1000, 1), "h": hold})
+        self.emit(
+            {
+                "k": "sample",
+                "t": now,
+                "dt": round(dt * 1000, 1),
+                "took": round((time.time() - now) * 1000, 1),
+                "h": hold,
+            }
+        )
 
     # ------------------------------------------------------------ packets, syslog
     def on_sniff(self, s: socket.socket, host: str) -> None:
@@ -158,9 +172,17 @@ class Monitor:
             ihl = (data[0] & 0x0F) * 4
             src = socket.inet_ntoa(data[12:16])
             skew = data[ihl + 2] if len(data) > ihl + 3 else None
-            self.emit({"k": "adv", "t": time.time(), "ns": host,
-                       "src": self.addr_ip.get(src, src), "skew": skew,
-                       "dir": "out" if addr[2] == PACKET_OUTGOING else "in", "if": addr[0]})
+            self.emit(
+                {
+                    "k": "adv",
+                    "t": time.time(),
+                    "ns": host,
+                    "src": self.addr_ip.get(src, src),
+                    "skew": skew,
+                    "dir": "out" if addr[2] == PACKET_OUTGOING else "in",
+                    "if": addr[0],
+                }
+            )
 
     def on_syslog(self, s: socket.socket, host: str) -> None:
         while True:
@@ -168,8 +190,9 @@ class Monitor:
                 d = s.recv(8192)
             except BlockingIOError:
                 return
-            self.emit({"k": "syslog", "t": time.time(), "host": host,
-                       "msg": d.decode(errors="replace")})
+            self.emit(
+                {"k": "syslog", "t": time.time(), "host": host, "msg": d.decode(errors="replace")}
+            )
 
     def on_listen(self, s: socket.socket, host: str) -> None:
         while True:

@@ -6,23 +6,37 @@ from __future__ import annotations
 import html
 from typing import Any
 
-HOST_COLOURS = {"hA": "#1f77b4", "hB": "#ff7f0e", "hC": "#2ca02c", "FAIL": "#d62728", "-": "#999999"}
+HOST_COLOURS = {
+    "hA": "#1f77b4",
+    "hB": "#ff7f0e",
+    "hC": "#2ca02c",
+    "FAIL": "#d62728",
+    "-": "#999999",
+}
 
 
 def one_line(r: dict[str, Any]) -> str:
-    ph = " ".join(f"{k}: v4 {p['outage4_ms']}{'+' if p['outage4_open'] else ''} ms, "
-                  f"two-holder samples {p['two_holder_samples']}" for k, p in r["phases"].items())
+    ph = " ".join(
+        f"{k}: v4 {p['outage4_ms']}{'+' if p['outage4_open'] else ''} ms, "
+        f"two-holder samples {p['two_holder_samples']}"
+        for k, p in r["phases"].items()
+    )
     hb = ", ".join(f"{k} {x['max']:.0f}" for k, x in sorted(r["hook_block_ms"].items()))
-    return (f"{r['set']:9} {r['scenario']:10} final master {r['final_master']}; {ph}; "
-            f"hook block max ms: {hb}" + (f"; NOTE {'; '.join(r['notes'])}" if r["notes"] else ""))
+    return (
+        f"{r['set']:9} {r['scenario']:10} final master {r['final_master']}; {ph}; "
+        f"hook block max ms: {hb}" + (f"; NOTE {'; '.join(r['notes'])}" if r["notes"] else "")
+    )
 
 
 def timeline(r: dict[str, Any]) -> str:
     """Events in time order, seconds relative to the fault."""
     tl = r["timeline"]
     ev: list[tuple[float, str]] = []
-    for key, label in (("masters", "CARP master(s)"), ("holders4", "198.51.100.100 on"),
-                       ("holders6", "2001:db8:100::100 on")):
+    for key, label in (
+        ("masters", "CARP master(s)"),
+        ("holders4", "198.51.100.100 on"),
+        ("holders6", "2001:db8:100::100 on"),
+    ):
         for t0, t1, x in tl[key]:
             ev.append((t0, f"{label:22} {x or 'nobody':8} for {1000 * (t1 - t0):6.0f} ms"))
     for af in (4, 6):
@@ -46,8 +60,10 @@ def summary(results: list[dict[str, Any]]) -> str:
     by: dict[str, dict[str, dict[str, Any]]] = {}
     for r in results:
         by.setdefault(r["scenario"], {})[r["set"]] = r
-    hdr = ("| scenario | hooks | outage v4 ms (failover / repair) | outage v6 ms | two-holder samples "
-           "| recovered at s | hook block max ms | ratio v4 carphooks/bare |")
+    hdr = (
+        "| scenario | hooks | outage v4 ms (failover / repair) | outage v6 ms | two-holder samples "
+        "| recovered at s | hook block max ms | ratio v4 carphooks/bare |"
+    )
     lines = [hdr, "|" + "---|" * 8]
     for sc, sets in by.items():
         for hs in ("bare", "carphooks"):
@@ -55,22 +71,33 @@ def summary(results: list[dict[str, Any]]) -> str:
             if not r:
                 continue
             ph = r["phases"]
-            o4 = " / ".join(f"{p['outage4_ms']}{'+' if p['outage4_open'] else ''}" for p in ph.values())
-            o6 = " / ".join(f"{p['outage6_ms']}{'+' if p['outage6_open'] else ''}" for p in ph.values())
+            o4 = " / ".join(
+                f"{p['outage4_ms']}{'+' if p['outage4_open'] else ''}" for p in ph.values()
+            )
+            o6 = " / ".join(
+                f"{p['outage6_ms']}{'+' if p['outage6_open'] else ''}" for p in ph.values()
+            )
             hb = max((x["max"] for x in r["hook_block_ms"].values()), default=0)
             ratio = ""
             if hs == "carphooks" and "bare" in sets:
                 b = sets["bare"]["outage4_ms"]
                 ratio = f"{r['outage4_ms'] / b:.2f}" if b else "n/a (bare 0)"
-            lines.append(f"| {sc} | {hs} | {o4} | {o6} | {r['two_holder_samples']} | "
-                         f"{r['recovered_at']} | {hb:.0f} | {ratio} |")
+            lines.append(
+                f"| {sc} | {hs} | {o4} | {o6} | {r['two_holder_samples']} | "
+                f"{r['recovered_at']} | {hb:.0f} | {ratio} |"
+            )
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- picture
 LANES = ["masters", "holders4", "holders6", "client4", "client6"]
-LANE_LABEL = {"masters": "CARP master", "holders4": "holds v4", "holders6": "holds v6",
-              "client4": "client v4", "client6": "client v6"}
+LANE_LABEL = {
+    "masters": "CARP master",
+    "holders4": "holds v4",
+    "holders6": "holds v6",
+    "client4": "client v4",
+    "client6": "client v6",
+}
 
 
 def draw(results: list[dict[str, Any]], path: str) -> str:
@@ -97,22 +124,30 @@ def _draw_svg(results: list[dict[str, Any]], path: str) -> str:
     sx = (W - left - right) / (tmax - tmin)
     X = lambda t: left + (t - tmin) * sx  # noqa: E731
     H = 40 + block_h * len(results)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-           f'font-family="sans-serif" font-size="11">',
-           '<rect width="100%" height="100%" fill="white"/>',
-           '<text x="10" y="16" font-size="13">carphooks lab: seconds from the fault; colours '
-           'hA blue, hB orange, hC green, client failures red; two stacked colours = two hosts</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+        f'font-family="sans-serif" font-size="11">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        '<text x="10" y="16" font-size="13">carphooks lab: seconds from the fault; colours '
+        "hA blue, hB orange, hC green, client failures red; two stacked colours = two hosts</text>",
+    ]
     for i, r in enumerate(results):
         y0 = 30 + i * block_h
-        out.append(f'<text x="10" y="{y0 + 14}" font-weight="bold">{html.escape(r["set"])} / '
-                   f'{html.escape(r["scenario"])}: v4 outage {r["outage4_ms"]} ms, two-holder '
-                   f'samples {r["two_holder_samples"]}</text>')
+        out.append(
+            f'<text x="10" y="{y0 + 14}" font-weight="bold">{html.escape(r["set"])} / '
+            f"{html.escape(r['scenario'])}: v4 outage {r['outage4_ms']} ms, two-holder "
+            f"samples {r['two_holder_samples']}</text>"
+        )
         for j, lane in enumerate(LANES):
             y = y0 + head + j * (lane_h + gap)
-            out.append(f'<text x="{left - 6}" y="{y + lane_h - 2}" text-anchor="end">'
-                       f'{LANE_LABEL[lane]}</text>')
-            out.append(f'<rect x="{left}" y="{y}" width="{W - left - right}" height="{lane_h}" '
-                       f'fill="#f3f3f3"/>')
+            out.append(
+                f'<text x="{left - 6}" y="{y + lane_h - 2}" text-anchor="end">'
+                f"{LANE_LABEL[lane]}</text>"
+            )
+            out.append(
+                f'<rect x="{left}" y="{y}" width="{W - left - right}" height="{lane_h}" '
+                f'fill="#f3f3f3"/>'
+            )
             for t0, t1, x in r["timeline"][lane]:
                 t0, t1 = max(t0, tmin), min(t1, tmax)
                 if t1 <= t0:
@@ -120,15 +155,21 @@ def _draw_svg(results: list[dict[str, Any]], path: str) -> str:
                 cols = _colour(x)
                 for k, c in enumerate(cols):
                     h = lane_h / len(cols)
-                    out.append(f'<rect x="{X(t0):.1f}" y="{y + k * h:.1f}" '
-                               f'width="{max(0.5, (t1 - t0) * sx):.1f}" height="{h:.1f}" fill="{c}"/>')
+                    out.append(
+                        f'<rect x="{X(t0):.1f}" y="{y + k * h:.1f}" '
+                        f'width="{max(0.5, (t1 - t0) * sx):.1f}" height="{h:.1f}" fill="{c}"/>'
+                    )
         yb = y0 + head + len(LANES) * (lane_h + gap)
         for t in (0.0, r["repair_at"]):
             if t is not None:
-                out.append(f'<line x1="{X(t):.1f}" y1="{y0 + head - 2}" x2="{X(t):.1f}" y2="{yb}" '
-                           f'stroke="black" stroke-dasharray="3,2"/>')
+                out.append(
+                    f'<line x1="{X(t):.1f}" y1="{y0 + head - 2}" x2="{X(t):.1f}" y2="{yb}" '
+                    f'stroke="black" stroke-dasharray="3,2"/>'
+                )
         for s in range(int(tmin), int(tmax) + 1, 2):
-            out.append(f'<text x="{X(s):.1f}" y="{yb + 11}" text-anchor="middle" fill="#555">{s}</text>')
+            out.append(
+                f'<text x="{X(s):.1f}" y="{yb + 11}" text-anchor="middle" fill="#555">{s}</text>'
+            )
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out))
@@ -153,15 +194,27 @@ def _draw_mpl(results: list[dict[str, Any]], path: str) -> str:
         if r["repair_at"] is not None:
             ax.axvline(r["repair_at"], color="k", ls="--", lw=0.8)
         ax.set_yticks(range(len(LANES), 0, -1), [LANE_LABEL[x] for x in LANES], fontsize=7)
-        ax.set_title(f"{r['set']} / {r['scenario']}: v4 outage {r['outage4_ms']} ms, "
-                     f"two-holder samples {r['two_holder_samples']}", fontsize=8)
+        ax.set_title(
+            f"{r['set']} / {r['scenario']}: v4 outage {r['outage4_ms']} ms, "
+            f"two-holder samples {r['two_holder_samples']}",
+            fontsize=8,
+        )
     axes[-1, 0].set_xlabel("seconds from the fault")
     from matplotlib.patches import Patch
 
-    legend = [Patch(color=HOST_COLOURS[k], label=label) for k, label in (
-        ("hA", "hA"), ("hB", "hB"), ("hC", "hC"), ("FAIL", "client probe failed"))]
-    fig.legend(handles=legend, loc="upper center", ncol=4, fontsize=8, frameon=False,
-               title="two colours stacked in one lane = two hosts at once", title_fontsize=8)
+    legend = [
+        Patch(color=HOST_COLOURS[k], label=label)
+        for k, label in (("hA", "hA"), ("hB", "hB"), ("hC", "hC"), ("FAIL", "client probe failed"))
+    ]
+    fig.legend(
+        handles=legend,
+        loc="upper center",
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+        title="two colours stacked in one lane = two hosts at once",
+        title_fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (1.6 * len(results))))
     fig.savefig(path, dpi=90)
     return path

@@ -19,15 +19,16 @@ from typing import Any
 from .topo import HOSTS, VIP4, VIP6, Lab, LabError, ip
 
 MASTER_WINDOW = 1.6  # a host sent an advertisement within this many seconds: master
-HOLD = 6.0           # seconds between the fault and its repair
-SETTLE_MIN = 4.0     # observe at least this long after the last action
-SETTLE_MAX = 25.0    # give up waiting for steady state after this long
-OK_RUN = 10          # steady: this many consecutive good probes (0.5 s)
+HOLD = 6.0  # seconds between the fault and its repair
+SETTLE_MIN = 4.0  # observe at least this long after the last action
+SETTLE_MAX = 25.0  # give up waiting for steady state after this long
+OK_RUN = 10  # steady: this many consecutive good probes (0.5 s)
 
 
 @dataclass
 class View:
     """Incremental reader of the monitor's JSON lines."""
+
     path: str
     pos: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
@@ -84,14 +85,20 @@ def steady(v: View, expect: str | None = None) -> str | None:
     if expect and who != expect:
         return None
     for af in (4, 6):
-        last = sorted(v.probes[af][-OK_RUN - 6:], key=lambda p: p["t"])[-OK_RUN:]
+        last = sorted(v.probes[af][-OK_RUN - 6 :], key=lambda p: p["t"])[-OK_RUN:]
         if len(last) < OK_RUN or not all(p["ok"] and p.get("who") == who for p in last):
             return None
     return who
 
 
-def wait_steady(lab: Lab, v: View, expect: str | None, timeout: float,
-                min_time: float = 0.0, fix_client: bool = False) -> str | None:
+def wait_steady(
+    lab: Lab,
+    v: View,
+    expect: str | None,
+    timeout: float,
+    min_time: float = 0.0,
+    fix_client: bool = False,
+) -> str | None:
     """Wait until steady (see steady()). With fix_client (never while measuring): when
     masters and holders have been right for 2 s but the client still fails, flush the
     client's neighbour cache (a stale ARP entry left by an earlier phase)."""
@@ -105,8 +112,12 @@ def wait_steady(lab: Lab, v: View, expect: str | None, timeout: float,
             return w
         if fix_client and v.samples:
             m, s = v.masters(), v.samples[-1]
-            ok = len(m) == 1 and holders(s, 4) == m and holders(s, 6) == m and \
-                (not expect or m == {expect})
+            ok = (
+                len(m) == 1
+                and holders(s, 4) == m
+                and holders(s, 6) == m
+                and (not expect or m == {expect})
+            )
             if not ok:
                 good_since = None
             elif good_since is None:
@@ -173,36 +184,78 @@ def _cut(lab: Lab, host: str, peers: tuple[str, ...], on: bool) -> None:
     """Cut (or restore) host's tinc traffic to peers: blackhole routes to their public
     addresses inside host's namespace. The public link and the client stay reachable."""
     for p in peers:
-        ip(lab.ns[host], "route", "add" if on else "del", "blackhole",
-           f"198.51.100.{HOSTS[p]['n']}/32", check=False)
+        ip(
+            lab.ns[host],
+            "route",
+            "add" if on else "del",
+            "blackhole",
+            f"198.51.100.{HOSTS[p]['n']}/32",
+            check=False,
+        )
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario("tincd-kill", "master's tincd SIGKILL",
-             lambda lab: lab.send("tincd-hA", signal.SIGKILL), _restart_hA),
-    Scenario("tincd-term", "master's tincd SIGTERM (tinc-down runs)",
-             lambda lab: lab.send("tincd-hA", signal.SIGTERM), _restart_hA),
-    Scenario("preempt", "old master returns (preemption)",
-             lambda lab: lab.start_host("hA"), None, setup=_stop_hA,
-             adv_from="hB", setup_master="hB"),
-    Scenario("ucarp-kill", "master's ucarp SIGKILL, restarted after 6 s",
-             lambda lab: lab.send("ucarp-hA", signal.SIGKILL),
-             lambda lab: lab.start_ucarp("hA")),
-    Scenario("link-down", "master's public link down, up after 6 s",
-             lambda lab: ip(lab.ns["hA"], "link", "set", "ext0", "down"),
-             lambda lab: ip(lab.ns["hA"], "link", "set", "ext0", "up")),
-    Scenario("vpn-partition", "master cut off the VPN (public link up), healed after 6 s",
-             lambda lab: _cut(lab, "hA", ("hB", "hC"), True),
-             lambda lab: _cut(lab, "hA", ("hB", "hC"), False)),
-    Scenario("minority-partition", "a backup cut off the VPN: it must not take the address",
-             lambda lab: _cut(lab, "hC", ("hA", "hB"), True),
-             lambda lab: _cut(lab, "hC", ("hA", "hB"), False)),
-    Scenario("manual-del", "the floating address deleted by hand on the master",
-             lambda lab: (ip(lab.ns["hA"], "addr", "del", VIP4, "dev", "ext0", check=False),
-                          ip(lab.ns["hA"], "-6", "addr", "del", VIP6, "dev", "ext0",
-                             check=False)) and None,
-             None),
-]}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            "tincd-kill",
+            "master's tincd SIGKILL",
+            lambda lab: lab.send("tincd-hA", signal.SIGKILL),
+            _restart_hA,
+        ),
+        Scenario(
+            "tincd-term",
+            "master's tincd SIGTERM (tinc-down runs)",
+            lambda lab: lab.send("tincd-hA", signal.SIGTERM),
+            _restart_hA,
+        ),
+        Scenario(
+            "preempt",
+            "old master returns (preemption)",
+            lambda lab: lab.start_host("hA"),
+            None,
+            setup=_stop_hA,
+            adv_from="hB",
+            setup_master="hB",
+        ),
+        Scenario(
+            "ucarp-kill",
+            "master's ucarp SIGKILL, restarted after 6 s",
+            lambda lab: lab.send("ucarp-hA", signal.SIGKILL),
+            lambda lab: lab.start_ucarp("hA"),
+        ),
+        Scenario(
+            "link-down",
+            "master's public link down, up after 6 s",
+            lambda lab: ip(lab.ns["hA"], "link", "set", "ext0", "down"),
+            lambda lab: ip(lab.ns["hA"], "link", "set", "ext0", "up"),
+        ),
+        Scenario(
+            "vpn-partition",
+            "master cut off the VPN (public link up), healed after 6 s",
+            lambda lab: _cut(lab, "hA", ("hB", "hC"), True),
+            lambda lab: _cut(lab, "hA", ("hB", "hC"), False),
+        ),
+        Scenario(
+            "minority-partition",
+            "a backup cut off the VPN: it must not take the address",
+            lambda lab: _cut(lab, "hC", ("hA", "hB"), True),
+            lambda lab: _cut(lab, "hC", ("hA", "hB"), False),
+        ),
+        Scenario(
+            "manual-del",
+            "the floating address deleted by hand on the master",
+            lambda lab: (
+                (
+                    ip(lab.ns["hA"], "addr", "del", VIP4, "dev", "ext0", check=False),
+                    ip(lab.ns["hA"], "-6", "addr", "del", VIP6, "dev", "ext0", check=False),
+                )
+                and None
+            ),
+            None,
+        ),
+    ]
+}
 
 
 def run_scenario(lab: Lab, v: View, sc: Scenario, hookset: str) -> dict[str, Any]:
@@ -279,13 +332,16 @@ def segments(items: list[tuple[float, Any]], t_end: float) -> list[list[Any]]:
     return out
 
 
-def analyze(lab: Lab, v: View, t_begin: float, t_fault: float, t_repair: float | None,
-            t_end: float) -> dict[str, Any]:
+def analyze(
+    lab: Lab, v: View, t_begin: float, t_fault: float, t_repair: float | None, t_end: float
+) -> dict[str, Any]:
     w0 = t_fault - 1.0
     samples = [s for s in v.samples if w0 <= s["t"] <= t_end]
     # probes are logged when they finish: order them by start time
-    probes = {af: sorted((p for p in v.probes[af] if w0 <= p["t"] <= t_end), key=lambda p: p["t"])
-              for af in (4, 6)}
+    probes = {
+        af: sorted((p for p in v.probes[af] if w0 <= p["t"] <= t_end), key=lambda p: p["t"])
+        for af in (4, 6)
+    }
     adv = [a for a in v.adv if w0 - MASTER_WINDOW <= a["t"] <= t_end]
     hooks = read_hooks(lab, t_begin, t_end)
     syslog = [s for s in v.syslog if t_begin <= s["t"] <= t_end]
@@ -315,11 +371,17 @@ def analyze(lab: Lab, v: View, t_begin: float, t_fault: float, t_repair: float |
         while ai < len(adv) and adv[ai]["t"] <= t:
             recent[adv[ai]["src"]] = adv[ai]["t"]
             ai += 1
-        mseg_items.append((t, ",".join(sorted(h for h, ta in recent.items() if t - ta <= MASTER_WINDOW))))
+        mseg_items.append(
+            (t, ",".join(sorted(h for h, ta in recent.items() if t - ta <= MASTER_WINDOW)))
+        )
     hseg4 = segments([(s["t"], ",".join(sorted(holders(s, 4)))) for s in samples], t_end)
     hseg6 = segments([(s["t"], ",".join(sorted(holders(s, 6)))) for s in samples], t_end)
-    cseg = {af: segments([(p["t"], p.get("who", "-") if p["ok"] else "FAIL") for p in probes[af]],
-                         t_end) for af in (4, 6)}
+    cseg = {
+        af: segments(
+            [(p["t"], p.get("who", "-") if p["ok"] else "FAIL") for p in probes[af]], t_end
+        )
+        for af in (4, 6)
+    }
     blocks: dict[str, list[float]] = {}
     for hk in hooks:
         if hk["t0"] >= t_fault - 0.5:
@@ -331,28 +393,41 @@ def analyze(lab: Lab, v: View, t_begin: float, t_fault: float, t_repair: float |
         first_ok_after = next((p["t"] for p in probes[4] if p["ok"] and p["t"] > last_fail), None)
     rel = lambda x: None if x is None else round(x - t_fault, 3)  # noqa: E731
     return {
-        "t_begin": t_begin, "t_fault": t_fault, "t_repair": t_repair, "t_end": t_end,
-        "repair_at": rel(t_repair), "end_at": rel(t_end),
+        "t_begin": t_begin,
+        "t_fault": t_fault,
+        "t_repair": t_repair,
+        "t_end": t_end,
+        "repair_at": rel(t_repair),
+        "end_at": rel(t_end),
         "outage4_ms": max(p["outage4_ms"] for p in phases.values()),
         "outage6_ms": max(p["outage6_ms"] for p in phases.values()),
         "two_holder_samples": len(two),
         "two_holder_ms": round(sum(s["dt"] for s in two)),
         "recovered_at": rel(first_ok_after) if last_fail else 0.0,
         "phases": phases,
-        "hook_block_ms": {k: {"n": len(x), "max": max(x), "median": sorted(x)[len(x) // 2]}
-                          for k, x in blocks.items()},
-        "sampler_period_ms": {"median": sorted(dts)[len(dts) // 2] if dts else None,
-                              "max": max(dts) if dts else None},
+        "hook_block_ms": {
+            k: {"n": len(x), "max": max(x), "median": sorted(x)[len(x) // 2]}
+            for k, x in blocks.items()
+        },
+        "sampler_period_ms": {
+            "median": sorted(dts)[len(dts) // 2] if dts else None,
+            "max": max(dts) if dts else None,
+        },
         "timeline": {
             "holders4": [[rel(a), rel(b), x] for a, b, x in hseg4],
             "holders6": [[rel(a), rel(b), x] for a, b, x in hseg6],
             "masters": [[rel(a), rel(b), x] for a, b, x in segments(mseg_items, t_end)],
             "client4": [[rel(a), rel(b), x] for a, b, x in cseg[4]],
             "client6": [[rel(a), rel(b), x] for a, b, x in cseg[6]],
-            "hooks": [[rel(h["t0"]), round((h["t1"] - h["t0"]) * 1000, 1), h["host"], h["hook"],
-                       h["rc"]] for h in hooks],
+            "hooks": [
+                [rel(h["t0"]), round((h["t1"] - h["t0"]) * 1000, 1), h["host"], h["hook"], h["rc"]]
+                for h in hooks
+            ],
             "syslog": [[rel(s["t"]), s["host"], s["msg"]] for s in syslog],
         },
-        "hook_env": [{"host": h["host"], "hook": h["hook"], "env": h["env"], "argv": h["argv"]}
-                     for h in hooks if h["hook"] in ("tinc-up", "tinc-down", "host-up", "host-down")],
+        "hook_env": [
+            {"host": h["host"], "hook": h["hook"], "env": h["env"], "argv": h["argv"]}
+            for h in hooks
+            if h["hook"] in ("tinc-up", "tinc-down", "host-up", "host-down")
+        ],
     }

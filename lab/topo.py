@@ -44,12 +44,20 @@ HOSTS: dict[str, dict[str, Any]] = {
 }
 for _h, _v in HOSTS.items():
     n = _v["n"]
-    _v.update(pub4=f"198.51.100.{n}/24", pub6=f"2001:db8:100::{n}/64",
-              vpn=f"192.0.2.{n}/24", mac=f"02:00:c0:00:02:{n:02x}")
+    _v.update(
+        pub4=f"198.51.100.{n}/24",
+        pub6=f"2001:db8:100::{n}/64",
+        vpn=f"192.0.2.{n}/24",
+        mac=f"02:00:c0:00:02:{n:02x}",
+    )
 CLIENT4, CLIENT6 = "198.51.100.2/24", "2001:db8:100::2/64"
 
-TINC_SCRIPTS = {"tinc-up": "tinc-up", "tinc-down": "tinc-down",
-                "host-up": "tinc-host-up", "host-down": "tinc-host-down"}
+TINC_SCRIPTS = {
+    "tinc-up": "tinc-up",
+    "tinc-down": "tinc-down",
+    "host-up": "tinc-host-up",
+    "host-down": "tinc-host-down",
+}
 
 
 class LabError(RuntimeError):
@@ -80,8 +88,15 @@ class Lab:
         if self.state_file.exists():
             self.st: dict[str, Any] = json.loads(self.state_file.read_text())
         else:
-            self.st = {"id": self.id, "tmp": str(TMP_ROOT / self.id), "netns": [], "procs": {},
-                       "owner": owner, "hookset": None, "created": time.time()}
+            self.st = {
+                "id": self.id,
+                "tmp": str(TMP_ROOT / self.id),
+                "netns": [],
+                "procs": {},
+                "owner": owner,
+                "hookset": None,
+                "created": time.time(),
+            }
         self.tmp = Path(self.st["tmp"])
         self.ns = {k: f"{self.id}-{k}" for k in ("pub", "client", *HOSTS)}
         self.popen: dict[str, subprocess.Popen[bytes]] = {}
@@ -104,14 +119,21 @@ class Lab:
         return self.tmp / h
 
     # ------------------------------------------------------------ processes
-    def spawn(self, key: str, ns: str | None, argv: list[str], env: dict[str, str],
-              log: Path) -> int:
+    def spawn(
+        self, key: str, ns: str | None, argv: list[str], env: dict[str, str], log: Path
+    ) -> int:
         """Start a process (in netns ns), record it by PID + start time."""
         self.stop(key)
         full = (["ip", "netns", "exec", ns] if ns else []) + argv
         logf = open(log, "ab")
-        p = subprocess.Popen(full, env=env, stdin=subprocess.DEVNULL, stdout=logf,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(
+            full,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         logf.close()
         st = proc_state(p.pid)
         self.popen[key] = p
@@ -158,7 +180,9 @@ class Lab:
             raise LabError("the lab needs root (network namespaces)")
         for tool in ("tincd", "ucarp", "arping", "ip"):
             if not shutil.which(tool):
-                raise LabError(f"{tool} not found: apt-get install -y tinc ucarp iputils-arping iproute2")
+                raise LabError(
+                    f"{tool} not found: apt-get install -y tinc ucarp iputils-arping iproute2"
+                )
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.save()
         self._net()
@@ -187,8 +211,23 @@ class Lab:
             ns = self.ns[who]
             if ip(ns, "link", "show", ifname, check=False).returncode == 0:
                 continue
-            ip(None, "link", "add", ifname, "netns", ns, "address", mac, "type", "veth",
-               "peer", "name", f"v{who}", "netns", pub)
+            ip(
+                None,
+                "link",
+                "add",
+                ifname,
+                "netns",
+                ns,
+                "address",
+                mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"v{who}",
+                "netns",
+                pub,
+            )
             ip(pub, "link", "set", f"v{who}", "master", "br0", "up")
             ip(ns, "addr", "add", a4, "dev", ifname)
             ip(ns, "addr", "add", a6, "dev", ifname, "nodad")
@@ -200,14 +239,30 @@ class Lab:
             (cb / "hosts").mkdir(parents=True, exist_ok=True)
             (self.hdir(h) / "state").mkdir(parents=True, exist_ok=True)
             others = [o for o in HOSTS if o != h]
-            _write(cb / "tinc.conf", "\n".join([
-                f"Name = {h}", "Mode = switch", "DeviceType = tap", "Device = /dev/net/tun",
-                "Interface = tap0", "AddressFamily = ipv4", "TCPOnly = yes",
-                "PingInterval = 1", "PingTimeout = 2", "Broadcast = direct",
-                *[f"ConnectTo = {o}" for o in others], ""]))
+            _write(
+                cb / "tinc.conf",
+                "\n".join(
+                    [
+                        f"Name = {h}",
+                        "Mode = switch",
+                        "DeviceType = tap",
+                        "Device = /dev/net/tun",
+                        "Interface = tap0",
+                        "AddressFamily = ipv4",
+                        "TCPOnly = yes",
+                        "PingInterval = 1",
+                        "PingTimeout = 2",
+                        "Broadcast = direct",
+                        *[f"ConnectTo = {o}" for o in others],
+                        "",
+                    ]
+                ),
+            )
             if not (cb / "rsa_key.priv").exists():
-                _write(cb / "hosts" / h, f"Address = {HOSTS[h]['pub4'].split('/')[0]}\n"
-                       "Port = 655\nTCPOnly = yes\n")
+                _write(
+                    cb / "hosts" / h,
+                    f"Address = {HOSTS[h]['pub4'].split('/')[0]}\nPort = 655\nTCPOnly = yes\n",
+                )
                 sh("tincd", "-c", str(cb), "-K2048", timeout=60)
         for h in HOSTS:  # distribute host files (with public keys)
             src = (self.hdir(h) / "tinc" / "hosts" / h).read_text()
@@ -224,8 +279,10 @@ class Lab:
         if hookset == "carphooks":
             miss = carphooks_missing()
             if miss:
-                raise LabError(f"carphooks entry points missing in {VENV_BIN}: {', '.join(miss)} "
-                               "(pip install -e . in the venv first)")
+                raise LabError(
+                    f"carphooks entry points missing in {VENV_BIN}: {', '.join(miss)} "
+                    "(pip install -e . in the venv first)"
+                )
         elif hookset != "bare":
             raise LabError(f"unknown hook set {hookset}")
         bindir = self.tmp / "bin"
@@ -245,64 +302,98 @@ class Lab:
         self.save()
 
     def _wrapper(self, path: Path, h: str, hookset: str, hook: str, target: Path) -> None:
-        envs = ("NETNAME", "NAME", "DEVICE", "INTERFACE", "NODE", "REMOTEADDRESS",
-                "REMOTEPORT", "PATH", "CARPHOOKS_CONFIG")
+        envs = (
+            "NETNAME",
+            "NAME",
+            "DEVICE",
+            "INTERFACE",
+            "NODE",
+            "REMOTEADDRESS",
+            "REMOTEPORT",
+            "PATH",
+            "CARPHOOKS_CONFIG",
+        )
         fmt = ",".join(f'"{e}":"%s"' for e in envs)
         vals = " ".join(f'"${{{e}-}}"' for e in envs)
-        _write(path, f"""#!/bin/sh
+        _write(
+            path,
+            f"""#!/bin/sh
 # lab wrapper ({hookset}): time the hook, record argv and environment, run it.
-CARPHOOKS_CONFIG={self.hdir(h) / 'carphooks.toml'}
+CARPHOOKS_CONFIG={self.hdir(h) / "carphooks.toml"}
 CARPHOOKS_HOST={h}
 export CARPHOOKS_CONFIG CARPHOOKS_HOST
 t0=$(/usr/bin/date +%s.%N)
-{target} "$@" 2>>{self.hdir(h) / 'hooks.err'}
+{target} "$@" 2>>{self.hdir(h) / "hooks.err"}
 rc=$?
 t1=$(/usr/bin/date +%s.%N)
-printf '{{"host":"{h}","set":"{hookset}","hook":"{hook}","t0":%s,"t1":%s,"rc":%s,"argv":"%s","env":{{{fmt}}}}}\\n' \\
+printf '{{"host":"{h}","set":"{hookset}","hook":"{hook}",'\\
+'"t0":%s,"t1":%s,"rc":%s,"argv":"%s","env":{{{fmt}}}}}\\n' \\
   "$t0" "$t1" "$rc" "$*" {vals} >>{self.hook_log}
 exit $rc
-""", 0o755)
+""",
+            0o755,
+        )
 
     def _write_bare(self, h: str, v: dict[str, Any]) -> None:
         """The baseline: what the original shell script did."""
         d = self.hdir(h) / "bare"
         ipc, vip4, vip6 = "/usr/sbin/ip", VIP4, VIP6
-        _write(d / "tinc-up", f"""#!/bin/sh
-{ipc} link set "$INTERFACE" address {v['mac']}
-{ipc} addr add {v['vpn']} dev "$INTERFACE"
+        _write(
+            d / "tinc-up",
+            f"""#!/bin/sh
+{ipc} link set "$INTERFACE" address {v["mac"]}
+{ipc} addr add {v["vpn"]} dev "$INTERFACE"
 {ipc} link set "$INTERFACE" up
-""", 0o755)
-        _write(d / "tinc-down", f"""#!/bin/sh
+""",
+            0o755,
+        )
+        _write(
+            d / "tinc-down",
+            f"""#!/bin/sh
 {ipc} addr del {vip4} dev ext0 2>/dev/null
 {ipc} -6 addr del {vip6} dev ext0 2>/dev/null
 {ipc} link set "$INTERFACE" down
 exit 0
-""", 0o755)
+""",
+            0o755,
+        )
         for s in ("host-up", "host-down"):
             _write(d / s, "#!/bin/sh\nexit 0\n", 0o755)
-        _write(d / "ucarp-up", f"""#!/bin/sh
+        _write(
+            d / "ucarp-up",
+            f"""#!/bin/sh
 # ucarp-up IF VIP XPARAM: take the floating address, announce once (foreground)
 {ipc} addr add {vip4} dev ext0
 {ipc} -6 addr add {vip6} dev ext0 nodad
-/usr/bin/arping -U -c 1 -I ext0 {vip4.split('/')[0]} >/dev/null
+/usr/bin/arping -U -c 1 -I ext0 {vip4.split("/")[0]} >/dev/null
 exit 0
-""", 0o755)
-        _write(d / "ucarp-down", f"""#!/bin/sh
+""",
+            0o755,
+        )
+        _write(
+            d / "ucarp-down",
+            f"""#!/bin/sh
 {ipc} addr del {vip4} dev ext0 2>/dev/null
 {ipc} -6 addr del {vip6} dev ext0 2>/dev/null
 exit 0
-""", 0o755)
+""",
+            0o755,
+        )
 
     def _write_config(self, h: str, v: dict[str, Any]) -> None:
         """The carphooks config for host h (schema: docs/design.md)."""
         hosts = "\n".join(
-            f'[hosts.{o}]\nvpn_address = "{ov["vpn"]}"\nadvskew = {ov["skew"]}\nmac = "{ov["mac"]}"\n'
-            for o, ov in HOSTS.items())
-        _write(self.hdir(h) / "carphooks.toml", f"""# carphooks config for lab host {h} (written by lab/topo.py)
+            f'[hosts.{o}]\nvpn_address = "{ov["vpn"]}"\n'
+            f'advskew = {ov["skew"]}\nmac = "{ov["mac"]}"\n'
+            for o, ov in HOSTS.items()
+        )
+        _write(
+            self.hdir(h) / "carphooks.toml",
+            f"""# carphooks config for lab host {h} (written by lab/topo.py)
 log_tag = "carphooks"
 backend = "linux"
-state_dir = "{self.hdir(h) / 'state'}"
-syslog_socket = "{self.hdir(h) / 'syslog.sock'}"
+state_dir = "{self.hdir(h) / "state"}"
+syslog_socket = "{self.hdir(h) / "syslog.sock"}"
 topology = "tinc"
 quorum = "majority"
 lock_timeout = 5.0
@@ -323,20 +414,32 @@ probe = true
 [group.carp]
 address = "{CARP_VIP}/24"
 advbase = 1
-advskew = {v['skew']}
+advskew = {v["skew"]}
 password = "labpass"
-""")
+""",
+        )
 
     # ------------------------------------------------------------ daemons
     def _start_monitor(self) -> None:
-        cfg = {"out": str(self.monitor_log), "client": self.ns["client"],
-               "hosts": {h: self.ns[h] for h in HOSTS}, "vip4": VIP4, "vip6": VIP6, "port": PORT,
-               "vpn_ips": {h: v["vpn"].split("/")[0] for h, v in HOSTS.items()},
-               "syslog": {h: str(self.hdir(h) / "syslog.sock") for h in HOSTS}}
+        cfg = {
+            "out": str(self.monitor_log),
+            "client": self.ns["client"],
+            "hosts": {h: self.ns[h] for h in HOSTS},
+            "vip4": VIP4,
+            "vip6": VIP6,
+            "port": PORT,
+            "vpn_ips": {h: v["vpn"].split("/")[0] for h, v in HOSTS.items()},
+            "syslog": {h: str(self.hdir(h) / "syslog.sock") for h in HOSTS},
+        }
         _write(self.tmp / "monitor.json", json.dumps(cfg))
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        self.spawn("monitor", None, [sys.executable, "-m", "lab.monitor", str(self.tmp / "monitor.json")],
-                   env, self.tmp / "monitor.log")
+        self.spawn(
+            "monitor",
+            None,
+            [sys.executable, "-m", "lab.monitor", str(self.tmp / "monitor.json")],
+            env,
+            self.tmp / "monitor.log",
+        )
         for _ in range(100):
             if self.monitor_log.exists() and self.monitor_log.stat().st_size:
                 return
@@ -344,20 +447,39 @@ password = "labpass"
         raise LabError(f"monitor did not start, see {self.tmp / 'monitor.log'}")
 
     def env(self, h: str) -> dict[str, str]:
-        return {"PATH": MIN_PATH, "CARPHOOKS_CONFIG": str(self.hdir(h) / "carphooks.toml"),
-                "CARPHOOKS_HOST": h}
+        return {
+            "PATH": MIN_PATH,
+            "CARPHOOKS_CONFIG": str(self.hdir(h) / "carphooks.toml"),
+            "CARPHOOKS_HOST": h,
+        }
 
     def start_tincd(self, h: str) -> None:
         d = self.hdir(h)
-        self.spawn(f"tincd-{h}", self.ns[h],
-                   ["/usr/sbin/tincd", "-n", NETNAME, "-c", str(d / "tinc"), "-D", "-d1",
-                    f"--pidfile={d / 'tincd.pid'}", f"--logfile={d / 'tincd.log'}"],
-                   self.env(h), d / "tincd.out")
+        self.spawn(
+            f"tincd-{h}",
+            self.ns[h],
+            [
+                "/usr/sbin/tincd",
+                "-n",
+                NETNAME,
+                "-c",
+                str(d / "tinc"),
+                "-D",
+                "-d1",
+                f"--pidfile={d / 'tincd.pid'}",
+                f"--logfile={d / 'tincd.log'}",
+            ],
+            self.env(h),
+            d / "tincd.out",
+        )
 
     def tap_ready(self, h: str) -> bool:
         p = ip(self.ns[h], "-4", "-o", "addr", "show", "dev", "tap0", check=False)
-        return p.returncode == 0 and HOSTS[h]["vpn"] in p.stdout and ",UP" in \
-            ip(self.ns[h], "-o", "link", "show", "dev", "tap0", check=False).stdout
+        return (
+            p.returncode == 0
+            and HOSTS[h]["vpn"] in p.stdout
+            and ",UP" in ip(self.ns[h], "-o", "link", "show", "dev", "tap0", check=False).stdout
+        )
 
     def wait_tap(self, h: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -369,17 +491,46 @@ password = "labpass"
             time.sleep(0.02)
         err = self.hdir(h) / "hooks.err"
         tail = err.read_text()[-600:] if err.exists() else ""
-        raise LabError(f"tap0 on {h} not configured with {HOSTS[h]['vpn']} after {timeout}s "
-                       f"(tinc-up hook of set {self.st['hookset']}); {err}: {tail}")
+        raise LabError(
+            f"tap0 on {h} not configured with {HOSTS[h]['vpn']} after {timeout}s "
+            f"(tinc-up hook of set {self.st['hookset']}); {err}: {tail}"
+        )
 
     def start_ucarp(self, h: str) -> None:
         d, v = self.hdir(h), HOSTS[h]
-        self.spawn(f"ucarp-{h}", self.ns[h],
-                   ["/usr/sbin/ucarp", "-i", "tap0", "-s", v["vpn"].split("/")[0],
-                    "-v", str(VHID), "-p", "labpass", "-a", CARP_VIP, "-b", "1",
-                    "-k", str(v["skew"]), "-r", "3", "-P", "-z", "-x", str(VHID),
-                    "-u", str(d / "ucarp-up"), "-d", str(d / "ucarp-down")],
-                   self.env(h), d / "ucarp.log")
+        self.spawn(
+            f"ucarp-{h}",
+            self.ns[h],
+            [
+                "/usr/sbin/ucarp",
+                "-i",
+                "tap0",
+                "-s",
+                v["vpn"].split("/")[0],
+                "-v",
+                str(VHID),
+                "-p",
+                "labpass",
+                "-a",
+                CARP_VIP,
+                "-b",
+                "1",
+                "-k",
+                str(v["skew"]),
+                "-r",
+                "3",
+                "-P",
+                "-z",
+                "-x",
+                str(VHID),
+                "-u",
+                str(d / "ucarp-up"),
+                "-d",
+                str(d / "ucarp-down"),
+            ],
+            self.env(h),
+            d / "ucarp.log",
+        )
 
     def start_cron(self, h: str) -> None:
         """carphooks' periodic reconcile (cron on FreeBSD; here every second, in one
@@ -387,9 +538,13 @@ password = "labpass"
         if self.st["hookset"] != "carphooks" or self.running(f"cron-{h}"):
             return
         d = self.hdir(h)
-        self.spawn(f"cron-{h}", self.ns[h],
-                   [str(VENV_BIN / "carphooks"), "reconcile", "--every", "1"],
-                   self.env(h), d / "cron.log")
+        self.spawn(
+            f"cron-{h}",
+            self.ns[h],
+            [str(VENV_BIN / "carphooks"), "reconcile", "--every", "1"],
+            self.env(h),
+            d / "cron.log",
+        )
 
     def start_host(self, h: str) -> None:
         if not self.running(f"tincd-{h}"):
@@ -436,12 +591,19 @@ password = "labpass"
     # ------------------------------------------------------------ down
     def down(self, keep: bool = False) -> list[str]:
         done = []
-        for key in ["monitor"] + sorted(k for k in self.st["procs"] if k.startswith("ucarp")) + \
-                sorted(k for k in self.st["procs"] if k != "monitor" and not k.startswith("ucarp")):
+        for key in (
+            "monitor",
+            *sorted(k for k in self.st["procs"] if k.startswith("ucarp")),
+            *sorted(k for k in self.st["procs"] if k != "monitor" and not k.startswith("ucarp")),
+        ):
             pr = self.st["procs"].get(key)
             if pr:
-                kill_wait(pr["pid"], pr["start"], signal.SIGKILL if key.startswith("ucarp") else
-                          signal.SIGTERM, 2.0)
+                kill_wait(
+                    pr["pid"],
+                    pr["start"],
+                    signal.SIGKILL if key.startswith("ucarp") else signal.SIGTERM,
+                    2.0,
+                )
                 done.append(f"{key}[{pr['pid']}]")
         self.st["procs"] = {}
         for ns in self.st["netns"]:
@@ -458,8 +620,9 @@ password = "labpass"
     def wait_adv(self, src_host: str, seen_in: str, timeout: float = 3.0) -> bool:
         """Block until a CARP advertisement from src_host arrives in seen_in's netns."""
         src = socket.inet_aton(HOSTS[src_host]["vpn"].split("/")[0])
-        s = nsutil.socket_in(self.ns[seen_in], socket.AF_PACKET, socket.SOCK_DGRAM,
-                             socket.htons(0x0800))
+        s = nsutil.socket_in(
+            self.ns[seen_in], socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800)
+        )
         try:
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:

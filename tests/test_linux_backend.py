@@ -86,7 +86,7 @@ def test_master_backup_cycle_on_real_interfaces(netns, linux_config, syslog):
 
 
 def test_gratuitous_arp_is_sent_after_taking(netns, linux_config):
-    name, sh = netns
+    name, _ = netns
     if shutil.which("tcpdump") is None:
         pytest.skip("tcpdump not installed")
     cap = subprocess.Popen(["ip", "netns", "exec", name, "tcpdump", "-l", "-n", "-i", "peer0",
@@ -172,3 +172,34 @@ def test_probe_guard_waits_for_the_other_holder(netns, tmp_path, syslog):
         assert V4 in ns_addrs(sh)
     finally:
         subprocess.run(["ip", "netns", "del", other], check=False)
+
+
+def test_release_of_a_primary_keeps_other_groups(netns, tmp_path, syslog):
+    """Linux deletes every secondary with its primary unless promote_secondaries is set:
+    releasing group a (first in the subnet) must not take group b's address with it."""
+    name, sh = netns
+    sh("ip", "addr", "flush", "dev", "ext0")
+    sh("sysctl", "-qw", "net.ipv4.conf.ext0.promote_secondaries=0")
+    cfg = write_config(tmp_path / "two.toml", f"""\
+        backend = "linux"
+        quorum = "none"
+        state_dir = "{tmp_path / 'state'}"
+        syslog_socket = "{syslog.path}"
+        [[group]]
+        name = "a"
+        vhid = 1
+        carp_interface = "tap0"
+        external_interface = "ext0"
+        addresses = ["203.0.113.10/24"]
+        [[group]]
+        name = "b"
+        vhid = 2
+        carp_interface = "tap0"
+        external_interface = "ext0"
+        addresses = ["203.0.113.20/24"]
+        """)
+    assert run(name, cfg, "carp-event", "1@tap0", "MASTER").returncode == 0
+    assert run(name, cfg, "carp-event", "2@tap0", "MASTER").returncode == 0
+    res = run(name, cfg, "carp-event", "1@tap0", "BACKUP")
+    assert res.returncode == 0, res.stderr
+    assert ns_addrs(sh) == {"203.0.113.20/24"}

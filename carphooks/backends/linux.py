@@ -94,9 +94,26 @@ class LinuxBackend(Backend):
             words.append("nodad")
         return words
 
+    def promote_secondaries(self, ifname: str) -> None:
+        """Make deleting a primary IPv4 address promote a secondary instead of deleting
+        every secondary of its subnet (Linux' default would drop other groups' addresses)."""
+        path = Path(f"/proc/sys/net/ipv4/conf/{ifname}/promote_secondaries")
+        try:
+            if path.read_text().strip() == "1":
+                return
+            if self.runner.dry_run:
+                self.runner.echo(f"echo 1 > {path}")
+                return
+            path.write_text("1\n")
+        except OSError:
+            return
+
     def apply(self, changes: Sequence[Change]) -> list[tuple[Change, str]]:
         if not changes:
             return []
+        for ifname in {c.interface for c in changes
+                       if c.op == "remove" and c.address.version == 4}:
+            self.promote_secondaries(ifname)
         if len(changes) == 1:
             try:
                 self.runner.run(["ip", *self.line(changes[0])], mutating=True)
