@@ -29,12 +29,13 @@ class Interface:
     mac: str | None = None
     up: bool = True
 
+    def __post_init__(self) -> None:
+        # by address, first entry wins: find() is O(1) for a thousand aliases
+        self._by_ip = {e.iface.ip: e for e in reversed(self.addresses)}
+
     def find(self, wanted: IPInterface) -> AddrInfo | None:
         """The entry with exactly this address (any prefix), or None."""
-        for entry in self.addresses:
-            if entry.iface.ip == wanted.ip:
-                return entry
-        return None
+        return self._by_ip.get(wanted.ip)
 
 
 @dataclass(frozen=True)
