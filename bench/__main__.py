@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import event, importtime, scale
+from bench import event, failover, importtime, scale
 from bench.common import ROOT
 
 TARGET = 4.0
@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=150.0,
                     help="seconds for the scale section (large cases are skipped beyond it)")
     ap.add_argument("--full", action="store_true", help="run every scale case, whatever it takes")
-    ap.add_argument("--only", choices=("event", "scale"), help="run one section")
+    ap.add_argument("--only", choices=("event", "scale", "failover"), help="run one section")
+    ap.add_argument("--lab-repeats", type=int, default=1,
+                    help="lab runs for the failover section (about 4 min each)")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench")
     args = ap.parse_args(argv)
     started = time.time()
@@ -160,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "scale"):
         results["scale"] = scale.run(args.repeats, args.budget, args.full)
         lines += scale_tables(results["scale"])
+    if args.only in (None, "failover"):
+        args.out.mkdir(parents=True, exist_ok=True)
+        results["failover"] = failover.run(args.lab_repeats, args.out)
+        lines += failover.tables(results["failover"])
     results["elapsed_s"] = time.time() - started
     lines.append(f"_{results['started']}, Python {results['python']}, {results['platform']}; "
                  f"bench took {results['elapsed_s']:.0f} s (`make bench`)._")

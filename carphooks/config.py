@@ -265,6 +265,15 @@ class _Reader:
             raise self.fail(name, f"expected true or false, got {_tname(value)}")
         return value
 
+    def iface(self, name: str) -> IPInterface | None:
+        """An optional ``ADDR/PREFIX`` value."""
+        if name not in self.table:
+            return None
+        try:
+            return parse_interface_address(self.table[name])
+        except ValueError as exc:
+            raise self.fail(name, str(exc)) from None
+
     def list_(self, name: str) -> list[Any]:
         value = self.table.get(name, [])
         if not isinstance(value, list):
@@ -391,12 +400,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
             raise ConfigError(f"{label}: {key}: expected a table")
         hr = _Reader(label, raw, key + ".")
         hr.unknown({"vpn_address", "advskew", "mac"})
-        vpn = None
-        if "vpn_address" in raw:
-            try:
-                vpn = parse_interface_address(raw["vpn_address"])
-            except ValueError as exc:
-                raise hr.fail("vpn_address", str(exc)) from None
+        vpn = hr.iface("vpn_address")
         derived = nodes.index(name) * step if name in nodes else 0
         advskew = hr.int_("advskew", derived, 0, MAX_ADVSKEW)
         mac = hr.str_("mac", derive_mac(name, netname)).lower()
@@ -468,12 +472,7 @@ def _carp_params(label: str, table: Mapping[str, Any], prefix: str,
                  check_permissions: bool) -> CarpParams:
     cr = _Reader(label, table, prefix)
     cr.unknown({"address", "advbase", "advskew", "password", "password_file", "peers", "peers6"})
-    address = None
-    if "address" in table:
-        try:
-            address = parse_interface_address(table["address"])
-        except ValueError as exc:
-            raise cr.fail("address", str(exc)) from None
+    address = cr.iface("address")
     advbase = cr.int_("advbase", 1, 1, 255)
     advskew = cr.opt_int("advskew", 0, MAX_ADVSKEW)
     password = None

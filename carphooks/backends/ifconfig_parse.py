@@ -96,19 +96,19 @@ def _kv(tokens: list[str], start: int) -> dict[str, str]:
     return out
 
 
+def _dest_and_kv(tokens: list[str]) -> tuple[str | None, dict[str, str]]:
+    """The ``--> DEST`` of a point-to-point line and the keyword pairs after the address."""
+    if len(tokens) > 3 and tokens[2] == "-->":
+        return tokens[3], _kv(tokens, 4)
+    return None, _kv(tokens, 2)
+
+
 def _parse_inet(tokens: list[str]) -> AddrInfo:
     addr = tokens[1]
+    dest, kv = _dest_and_kv(tokens)
     if "/" in addr:  # -f inet:cidr
-        iface: IPInterface = ipaddress.IPv4Interface(addr)
-        rest = 2
+        iface = ipaddress.IPv4Interface(addr)
     else:
-        rest = 2
-    dest = None
-    if len(tokens) > rest + 1 and tokens[rest] == "-->":
-        dest = tokens[rest + 1]
-        rest += 2
-    kv = _kv(tokens, rest)
-    if "/" not in addr:
         length = _mask_to_len(kv["netmask"]) if "netmask" in kv else 32
         iface = ipaddress.IPv4Interface(f"{addr}/{length}")
     vhid = int(kv["vhid"]) if "vhid" in kv else None
@@ -124,12 +124,7 @@ def _parse_inet6(tokens: list[str]) -> AddrInfo:
     scope = None
     if "%" in addr:
         addr, _, scope = addr.partition("%")
-    rest = 2
-    dest = None
-    if len(tokens) > rest + 1 and tokens[rest] == "-->":
-        dest = tokens[rest + 1]
-        rest += 2
-    kv = _kv(tokens, rest)
+    dest, kv = _dest_and_kv(tokens)
     if length is None:
         length = int(kv.get("prefixlen", "128"))
     flags = frozenset(f for f in INET6_FLAGS if f in kv)
