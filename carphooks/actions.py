@@ -77,9 +77,12 @@ def apply_views(ctx: Context, views: Sequence[GroupView], reader: Reader) -> lis
         elif (view.decision.hold and group.probe and ctx.backend.supports_probe
               and not ctx.dry_run and any(c.op == "add" for c in plan(group, True,
                                                                         view.external))):
-            ctx.to_probe.append(group)  # taken by the detached child once nobody answers
             outcome = Outcome(group=group, hold=True)
-            outcome.warnings.append(f"group {group.name}: probing before taking its addresses")
+            if _probing(ctx, group):
+                outcome.warnings.append(f"group {group.name}: a probe is already running")
+            else:  # taken by the detached child once nobody answers
+                ctx.to_probe.append(group)
+                outcome.warnings.append(f"group {group.name}: probing before taking it")
             results[i] = outcome
         else:
             todo.append((i, view))
@@ -124,8 +127,32 @@ PROBE_WINDOW = 30.0  # seconds to wait for another holder to let go
 PROBE_LISTEN = 0.1  # seconds to listen for answers per round (a LAN answers in ms)
 
 
+def _probing(ctx: Context, group: Group) -> bool:
+    """Whether a detached probe for ``group`` is still running (else mark one as started).
+
+    Called under the lock, so events and a frequent reconcile start one prober, not many.
+    """
+    name = f"probe-{group.name}.json"
+    try:
+        marker = ctx.state.read(name)
+    except StateError:
+        marker = None
+    until = marker.get("until") if marker else None
+    if isinstance(until, int | float) and until > time.time():
+        return True
+    ctx.state.write(name, {"until": time.time() + PROBE_WINDOW + 2})
+    return False
+
+
 def probe_then_take(ctx: Context, group: Group, window: float = PROBE_WINDOW) -> bool:
     """Take ``group``'s addresses once no other host answers ARP for them (bounded)."""
+    try:
+        return _probe_then_take(ctx, group, window)
+    finally:
+        ctx.state.remove(f"probe-{group.name}.json")
+
+
+def _probe_then_take(ctx: Context, group: Group, window: float) -> bool:
     ifname = group.external_interface
     v4 = [a.ip for a in group.addresses if isinstance(a, ipaddress.IPv4Interface)]
     deadline = time.monotonic() + window
