@@ -184,6 +184,8 @@ def _probe_then_take(ctx: Context, group: Group, window: float) -> bool:
         outcome = ctx.engine.converge(group, True, view.external)
     added = [c.address for c in outcome.done if c.op == "add"]
     if added:
+        ctx.log.notice(f"group {group.name}: taken after a quiet ARP probe "
+                       f"({view.decision.reason})")
         ctx.to_announce.append((ifname, added))
     return outcome.ok
 

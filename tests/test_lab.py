@@ -162,4 +162,7 @@ def test_carphooks_repairs_a_hand_deleted_address(carphooks: dict[str, Any]) -> 
         pytest.skip("manual-del not selected")
     assert r["final_master"] == "hA"
     assert r["outage4_ms"] < 3000  # the periodic reconcile puts it back
-    assert any("repaired" in s[2] for s in r["timeline"]["syslog"])
+    # the periodic reconcile found it missing; with probe = true the detached prober
+    # then took it back
+    assert any("Assigned 198.51.100.100/24 on ext0." in s[2] and s[1] == "hA"
+               for s in r["timeline"]["syslog"])
