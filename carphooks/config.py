@@ -117,6 +117,7 @@ class Config:
     hosts: Mapping[str, Host]
     groups: tuple[Group, ...]
     bindir: Path | None = None  # console scripts' directory for templates (render/install)
+    demotion_file: Path | None = None  # Linux: demotion for keepalived's track_file
 
     def group_for(self, vhid: int, ifname: str) -> Group | None:
         """The group run by ``vhid`` on ``ifname``, if any."""
@@ -341,7 +342,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
     top = _Reader(label, data, "")
     top.unknown({
         "log_tag", "backend", "state_dir", "syslog_socket", "topology", "quorum",
-        "lock_timeout", "tinc", "hosts", "group", "bindir",
+        "lock_timeout", "tinc", "hosts", "group", "bindir", "demotion_file",
     })
     log_tag = top.str_("log_tag", "carphooks", TAG_RE)
     backend = top.str_("backend", "auto", choices=BACKENDS)
@@ -352,6 +353,11 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
     topology = top.str_("topology", "tinc", choices=TOPOLOGIES)
     quorum = top.str_("quorum", "majority", choices=QUORUM_MODES)
     lock_timeout = top.float_("lock_timeout", 5.0, 0.0, 600.0)
+    demotion_file = None
+    if "demotion_file" in data:
+        demotion_file = Path(top.str_("demotion_file"))
+        if not demotion_file.is_absolute():
+            raise top.fail("demotion_file", f"{str(demotion_file)!r} is not an absolute path")
     bindir = None
     if "bindir" in data:
         bindir = Path(top.str_("bindir"))
@@ -465,6 +471,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
         syslog_socket=syslog_socket, topology=topology, quorum=quorum,
         lock_timeout=lock_timeout, netname=netname, nodes=tuple(nodes),
         witnesses=tuple(witnesses), hosts=hosts, groups=tuple(groups), bindir=bindir,
+        demotion_file=demotion_file,
     )
 
 

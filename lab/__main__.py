@@ -6,6 +6,7 @@ import argparse
 import atexit
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -52,23 +53,36 @@ def bring_up(lab: Lab, hookset: str) -> View:
     return v
 
 
-def switch_hooks(lab: Lab, v: View, hookset: str) -> None:
+def switch_hooks(lab: Lab, v: View, hookset: str, daemon: str = "ucarp") -> None:
+    """Restart the lab's daemons with another hook set and/or CARP daemon."""
     lab.stop_daemons()
+    lab.reset_carphooks_state()
+    lab.st["daemon"] = daemon
     lab.write_hooks(hookset)
     lab.flush_client()
     lab.start_all()
     if not wait_steady(lab, v, "hA", 30.0, fix_client=True):
-        raise LabError(f"lab not steady 30 s after switching to hooks {hookset}")
+        raise LabError(f"lab not steady 30 s after switching to hooks {hookset} ({daemon})")
 
 
 def run(
     lab: Lab, v: View, sets: list[str], names: list[str], verbose: bool
 ) -> list[dict[str, Any]]:
     results = []
+    # scenarios needing another CARP daemon (keepalived) run last in each set
+    names = sorted(names, key=lambda n: SCENARIOS[n].daemon != "ucarp")
     for hs in sets:
-        if lab.st["hookset"] != hs:
+        if lab.st["hookset"] != hs or lab.st.get("daemon", "ucarp") != "ucarp":
             switch_hooks(lab, v, hs)
         for n in names:
+            if shutil.which(SCENARIOS[n].daemon) is None:
+                print(f"[{hs}] {n}: skipped, {SCENARIOS[n].daemon} is not installed",
+                      file=sys.stderr, flush=True)
+                continue
+            if SCENARIOS[n].daemon != lab.st.get("daemon", "ucarp"):
+                print(f"[{hs}] switching the CARP daemon to {SCENARIOS[n].daemon}",
+                      file=sys.stderr, flush=True)
+                switch_hooks(lab, v, hs, SCENARIOS[n].daemon)
             print(f"[{hs}] {n} ...", file=sys.stderr, flush=True)
             r = run_scenario(lab, v, SCENARIOS[n], hs)
             results.append(r)

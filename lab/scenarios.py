@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .topo import HOSTS, VIP4, VIP6, Lab, LabError, ip
+from .topo import HOSTS, VENV_BIN, VIP4, VIP6, Lab, LabError, ip
 
 MASTER_WINDOW = 1.6  # a host sent an advertisement within this many seconds: master
 HOLD = 6.0  # seconds between the fault and its repair
@@ -178,6 +179,22 @@ class Scenario:
     setup: Callable[[Lab], None] | None = None
     adv_from: str = "hA"  # fire right after this host's advertisement
     setup_master: str = "hA"
+    daemon: str = "ucarp"  # the CARP daemon the scenario needs
+
+
+def _maintenance(lab: Lab, on: bool) -> None:
+    """carphooks: `carphooks maintenance on|off` on hA (keepalived follows the demotion
+    file as FreeBSD's CARP follows net.inet.carp.demotion). The original set-up had no
+    such thing: its planned maintenance was stopping hA's tincd (SIGTERM), and back."""
+    if lab.st["hookset"] == "carphooks":
+        subprocess.run(["ip", "netns", "exec", lab.ns["hA"], str(VENV_BIN / "carphooks"),
+                        "maintenance", "on" if on else "off", "--wait", "0"],
+                       env=lab.env("hA"), capture_output=True, check=False)
+    elif on:
+        lab.send("ucarp-hA", signal.SIGTERM)
+        lab.send("tincd-hA", signal.SIGTERM)
+    else:
+        _restart_hA(lab)
 
 
 def _cut(lab: Lab, host: str, peers: tuple[str, ...], on: bool) -> None:
@@ -241,6 +258,13 @@ SCENARIOS: dict[str, Scenario] = {
             "a backup cut off the VPN: it must not take the address",
             lambda lab: _cut(lab, "hC", ("hA", "hB"), True),
             lambda lab: _cut(lab, "hC", ("hA", "hB"), False),
+        ),
+        Scenario(
+            "maintenance",
+            "planned switchover: maintenance on for hA, off after 6 s",
+            lambda lab: _maintenance(lab, True),
+            lambda lab: _maintenance(lab, False),
+            daemon="keepalived",
         ),
         Scenario(
             "manual-del",

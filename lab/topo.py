@@ -95,6 +95,7 @@ class Lab:
                 "procs": {},
                 "owner": owner,
                 "hookset": None,
+                "daemon": "ucarp",
                 "created": time.time(),
             }
         self.tmp = Path(self.st["tmp"])
@@ -286,7 +287,7 @@ class Lab:
         elif hookset != "bare":
             raise LabError(f"unknown hook set {hookset}")
         bindir = self.tmp / "bin"
-        for name in ("ucarp-up", "ucarp-down"):
+        for name in ("ucarp-up", "ucarp-down", "keepalived-notify"):
             _write(bindir / name, render_adapter(name, VENV_BIN), 0o755)
         for h, v in HOSTS.items():
             d = self.hdir(h)
@@ -298,6 +299,9 @@ class Lab:
             for name in ("ucarp-up", "ucarp-down"):
                 target = (d / "bare" / name) if hookset == "bare" else (bindir / name)
                 self._wrapper(d / name, h, hookset, name, target)
+            self._wrapper(d / "keepalived-notify", h, hookset, "keepalived-notify",
+                          (d / "bare" / "keepalived-notify") if hookset == "bare"
+                          else (bindir / "keepalived-notify"))
         self.st["hookset"] = hookset
         self.save()
 
@@ -370,6 +374,10 @@ exit 0
 """,
             0o755,
         )
+        _write(d / "keepalived-notify", f"""#!/bin/sh
+# keepalived notify IF INSTANCE NAME STATE PRIO: the bare script behind keepalived
+case $4 in MASTER) exec {d / "ucarp-up"} "$1" - 1 ;; *) exec {d / "ucarp-down"} "$1" - 1 ;; esac
+""", 0o755)
         _write(
             d / "ucarp-down",
             f"""#!/bin/sh
@@ -397,6 +405,7 @@ syslog_socket = "{self.hdir(h) / "syslog.sock"}"
 topology = "tinc"
 quorum = "majority"
 lock_timeout = 5.0
+demotion_file = "{self.hdir(h) / "demotion"}"
 
 [tinc]
 netname = "{NETNAME}"
@@ -496,7 +505,52 @@ password = "labpass"
             f"(tinc-up hook of set {self.st['hookset']}); {err}: {tail}"
         )
 
+    def start_keepalived(self, h: str) -> None:
+        """keepalived's VRRP instead of ucarp (process key ucarp-<h>: "the CARP daemon").
+        track_file follows carphooks' demotion_file, as FreeBSD's CARP follows
+        net.inet.carp.demotion; notify runs hooks/keepalived-notify."""
+        d, v = self.hdir(h), HOSTS[h]
+        demotion = d / "demotion"
+        if not demotion.exists():
+            _write(demotion, "0\n")
+        conf = d / "keepalived.conf"
+        _write(conf, f"""global_defs {{
+    router_id {h}
+    script_user root
+    vrrp_garp_master_delay 0
+    vrrp_garp_master_repeat 1
+}}
+vrrp_track_file carphooks_demotion {{
+    file {demotion}
+    weight -1
+}}
+vrrp_instance vhid{VHID} {{
+    state BACKUP
+    interface tap0
+    virtual_router_id {VHID}
+    priority {250 - v["skew"]}
+    advert_int 1
+    virtual_ipaddress {{
+        {CARP_VIP}/24 dev tap0
+    }}
+    track_file {{
+        carphooks_demotion
+    }}
+    notify "{d / "keepalived-notify"} tap0"
+}}
+""")
+        self.spawn(
+            f"ucarp-{h}", self.ns[h],
+            ["/usr/sbin/keepalived", "-n", "-l", "-D", "-P", "-f", str(conf),
+             "-p", str(d / "keepalived.pid"), "-r", str(d / "keepalived-vrrp.pid"),
+             "-G", "-i", h],
+            self.env(h), d / "ucarp.log",
+        )
+
     def start_ucarp(self, h: str) -> None:
+        if self.st.get("daemon") == "keepalived":
+            self.start_keepalived(h)
+            return
         d, v = self.hdir(h), HOSTS[h]
         self.spawn(
             f"ucarp-{h}",
@@ -584,6 +638,16 @@ password = "labpass"
             ip(self.ns[h], "addr", "del", VIP4, "dev", "ext0", check=False)
             ip(self.ns[h], "-6", "addr", "del", VIP6, "dev", "ext0", check=False)
             ip(self.ns[h], "link", "set", "ext0", "up", check=False)
+
+    def reset_carphooks_state(self) -> None:
+        """Forget maintenance and demotion left by an earlier scenario."""
+        for h in HOSTS:
+            d = self.hdir(h)
+            for name in ("maintenance.json", "demotion.json"):
+                with contextlib.suppress(FileNotFoundError):
+                    (d / "state" / name).unlink()
+            if d.exists():
+                _write(d / "demotion", "0\n")
 
     def flush_client(self) -> None:
         ip(self.ns["client"], "neigh", "flush", "dev", "eth0", check=False)

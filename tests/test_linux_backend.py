@@ -205,3 +205,38 @@ def test_release_of_a_primary_keeps_other_groups(netns, tmp_path, syslog):
     res = run(name, cfg, "carp-event", "1@tap0", "BACKUP")
     assert res.returncode == 0, res.stderr
     assert ns_addrs(sh) == {"203.0.113.20/24"}
+
+
+def test_demotion_file_for_keepalived(netns, tmp_path, syslog):
+    """On Linux, carphooks' CARP demotion goes to a file keepalived tracks (track_file,
+    weight -1), with the same bookkeeping as net.inet.carp.demotion on FreeBSD."""
+    name, sh = netns
+    demotion = tmp_path / "demotion"
+    cfg = write_config(tmp_path / "d.toml", f"""\
+        backend = "linux"
+        quorum = "none"
+        state_dir = "{tmp_path / 'state'}"
+        syslog_socket = "{syslog.path}"
+        demotion_file = "{demotion}"
+        [[group]]
+        vhid = 1
+        carp_interface = "tap0"
+        external_interface = "ext0"
+        addresses = ["{V4}"]
+        """)
+    demotion.write_text("5\n")  # someone else's share is never touched
+    assert run(name, cfg, "carp-event", "1@tap0", "BACKUP").returncode == 0
+    res = run(name, cfg, "carphooks", "maintenance", "on", "--wait", "0")
+    assert res.returncode == 0, res.stderr
+    assert demotion.read_text().strip() == "245"
+    res = run(name, cfg, "carphooks", "maintenance", "on", "--wait", "0")
+    assert demotion.read_text().strip() == "245"
+    res = run(name, cfg, "carphooks", "maintenance", "status")
+    assert "maintenance on" in res.stdout
+    assert run(name, cfg, "carphooks", "maintenance", "off").returncode == 0
+    assert demotion.read_text().strip() == "5"
+    # still MASTER when maintenance starts and nobody takes over: say so, keep serving
+    assert run(name, cfg, "carp-event", "1@tap0", "MASTER").returncode == 0
+    res = run(name, cfg, "carphooks", "maintenance", "on", "--wait", "0.5")
+    assert res.returncode == 1 and "no peer took over" in res.stderr
+    assert V4 in ns_addrs(sh)

@@ -6,6 +6,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from pathlib import Path
 
 from carphooks.backends.ifconfig_parse import AddrInfo, CarpInfo
 from carphooks.config import Group, IPInterface
@@ -52,12 +53,17 @@ class Backend(abc.ABC):
 
     name: str = "base"
     reads_carp_interface: bool = True  # False where the CARP state does not live on an interface
-    supports_demotion: bool = False  # kernel CARP demotion (net.inet.carp.demotion)
     supports_probe: bool = False  # ARP probe before taking an address
 
     def __init__(self, runner: Runner, state: StateDir) -> None:
         self.runner = runner
         self.state = state
+        self.demotion_file: Path | None = None
+
+    @property
+    def supports_demotion(self) -> bool:
+        """Whether CARP demotion (net.inet.carp.demotion or its stand-in) works here."""
+        return False
 
     @classmethod
     @abc.abstractmethod

@@ -23,7 +23,10 @@ class FreeBSDBackend(Backend):
     """Kernel CARP; aliases with ``ifconfig IF inet|inet6 A/P alias|-alias``."""
 
     name = "freebsd"
-    supports_demotion = True
+
+    @property
+    def supports_demotion(self) -> bool:
+        return True
 
     @classmethod
     def is_supported(cls) -> bool:

@@ -7,6 +7,7 @@ it through the adapters in ``hooks/``).
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -176,6 +177,40 @@ class LinuxBackend(Backend):
     def configure_carp(self, group: Group, advskew: int, secret: str | None,
                        current: Interface) -> list[str]:
         return []  # no kernel CARP: ucarp or keepalived run the protocol
+
+    @property
+    def supports_demotion(self) -> bool:
+        """With ``demotion_file`` set (keepalived's track_file), demotion works here too."""
+        return self.demotion_file is not None
+
+    def sysctl(self, name: str) -> int | None:
+        if name != "net.inet.carp.demotion" or self.demotion_file is None:
+            return None
+        try:
+            return int(self.demotion_file.read_text().strip() or "0")
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError):
+            return None
+
+    def add_demotion(self, delta: int) -> None:
+        """Add ``delta`` to the integer in ``demotion_file`` (keepalived: ``track_file``
+        with ``weight -1`` lowers the VRRP priority by it, as FreeBSD's demotion does)."""
+        path = self.demotion_file
+        if path is None:
+            super().add_demotion(delta)
+            return
+        value = max(0, (self.sysctl("net.inet.carp.demotion") or 0) + delta)
+        if self.runner.dry_run:
+            self.runner.echo(f"echo {value} > {path}")
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            tmp.write_text(f"{value}\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise CommandError([f"write {path}"], 1, exc.strerror or str(exc)) from None
 
     def probe(self, ifname: str, ips: Sequence[ipaddress.IPv4Address],
               timeout: float) -> dict[ipaddress.IPv4Address, str] | None:
