@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
@@ -38,6 +39,23 @@ def netns(tmp_path):
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
+def linux_config(tmp_path: Path, syslog: SyslogServer, name: str, groups: list[str],
+                 top: str = "") -> Path:
+    """A Linux-backend config with these [[group]] bodies (vhid, interfaces, ...)."""
+    text = (f'backend = "linux"\nquorum = "none"\nstate_dir = "{tmp_path / "state"}"\n'
+            f'syslog_socket = "{syslog.path}"\n{top}')
+    for body in groups:
+        text += "[[group]]\n" + textwrap.dedent(body)
+    return write_config(tmp_path / name, text)
+
+
+def group(vhid: int, addresses: list[str], extra: str = "") -> str:
+    """One [[group]] body on tap0/ext0."""
+    quoted = ", ".join(f'"{a}"' for a in addresses)
+    return (f'vhid = {vhid}\ncarp_interface = "tap0"\nexternal_interface = "ext0"\n'
+            f"addresses = [{quoted}]\n{extra}")
+
+
 def ns_addrs(sh) -> set[str]:
     data = json.loads(sh("ip", "-j", "addr", "show", "dev", "ext0").stdout)
     return {f"{a['local']}/{a['prefixlen']}" for a in data[0]["addr_info"]
@@ -52,24 +70,13 @@ def run(name: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture
-def linux_config(tmp_path, syslog: SyslogServer) -> Path:
-    addresses = ", ".join(f'"{a}"' for a in [V4, V6])
-    return write_config(tmp_path / "c.toml", f"""\
-        backend = "linux"
-        quorum = "none"
-        state_dir = "{tmp_path / 'state'}"
-        syslog_socket = "{syslog.path}"
-        [[group]]
-        vhid = 1
-        carp_interface = "tap0"
-        external_interface = "ext0"
-        addresses = [{addresses}]
-        """)
+def base_config(tmp_path, syslog: SyslogServer) -> Path:
+    return linux_config(tmp_path, syslog, "c.toml", [group(1, [V4, V6])])
 
 
-def test_master_backup_cycle_on_real_interfaces(netns, linux_config, syslog):
+def test_master_backup_cycle_on_real_interfaces(netns, base_config, syslog):
     name, sh = netns
-    res = run(name, linux_config, "carp-event", "1@tap0", "MASTER")
+    res = run(name, base_config, "carp-event", "1@tap0", "MASTER")
     assert res.returncode == 0, res.stderr
     assert {V4, V6} <= ns_addrs(sh)
     assert "Assigned 198.51.100.100/24 on ext0." in syslog.texts()
@@ -77,15 +84,15 @@ def test_master_backup_cycle_on_real_interfaces(netns, linux_config, syslog):
     info = json.loads(sh("ip", "-j", "-6", "addr", "show", "dev", "ext0").stdout)
     entry = [a for a in info[0]["addr_info"] if a["local"] == "2001:db8:100::100"]
     assert entry and not entry[0].get("tentative")
-    res = run(name, linux_config, "carp-event", "1@tap0", "MASTER")
+    res = run(name, base_config, "carp-event", "1@tap0", "MASTER")
     assert res.returncode == 0
-    res = run(name, linux_config, "carp-event", "1@tap0", "BACKUP")
+    res = run(name, base_config, "carp-event", "1@tap0", "BACKUP")
     assert res.returncode == 0, res.stderr
     assert ns_addrs(sh) == {"198.51.100.11/24"}
     assert "Removed 198.51.100.100/24 from ext0." in syslog.texts()
 
 
-def test_gratuitous_arp_is_sent_after_taking(netns, linux_config):
+def test_gratuitous_arp_is_sent_after_taking(netns, base_config):
     name, _ = netns
     if shutil.which("tcpdump") is None:
         pytest.skip("tcpdump not installed")
@@ -95,7 +102,7 @@ def test_gratuitous_arp_is_sent_after_taking(netns, linux_config):
     try:
         time.sleep(0.5)
         started = time.monotonic()
-        res = run(name, linux_config, "carp-event", "1@tap0", "MASTER")
+        res = run(name, base_config, "carp-event", "1@tap0", "MASTER")
         hook_time = time.monotonic() - started
         assert res.returncode == 0, res.stderr
         out, _ = cap.communicate(timeout=10)
@@ -106,11 +113,11 @@ def test_gratuitous_arp_is_sent_after_taking(netns, linux_config):
     assert hook_time < 2.0  # announcements repeat in a detached child, not in the hook
 
 
-def test_reconcile_uses_recorded_state(netns, linux_config):
+def test_reconcile_uses_recorded_state(netns, base_config):
     name, sh = netns
-    assert run(name, linux_config, "carp-event", "1@tap0", "MASTER").returncode == 0
+    assert run(name, base_config, "carp-event", "1@tap0", "MASTER").returncode == 0
     sh("ip", "addr", "del", V4, "dev", "ext0")
-    res = run(name, linux_config, "carphooks", "reconcile")
+    res = run(name, base_config, "carphooks", "reconcile")
     assert res.returncode == 0, res.stderr
     assert V4 in ns_addrs(sh)
 
@@ -118,17 +125,7 @@ def test_reconcile_uses_recorded_state(netns, linux_config):
 def test_batch_for_many_addresses(netns, tmp_path, syslog):
     name, sh = netns
     many = [f"198.51.100.{i}/24" for i in range(100, 140)]
-    cfg = write_config(tmp_path / "many.toml", f"""\
-        backend = "linux"
-        quorum = "none"
-        state_dir = "{tmp_path / 'state'}"
-        syslog_socket = "{syslog.path}"
-        [[group]]
-        vhid = 2
-        carp_interface = "tap0"
-        external_interface = "ext0"
-        addresses = [{", ".join(f'"{a}"' for a in many)}]
-        """)
+    cfg = linux_config(tmp_path, syslog, "many.toml", [group(2, many)])
     assert run(name, cfg, "carp-event", "2@tap0", "MASTER").returncode == 0
     assert set(many) <= ns_addrs(sh)
     res = run(name, cfg, "carp-event", "--dry-run", "2@tap0", "BACKUP")
@@ -145,18 +142,7 @@ def test_probe_guard_waits_for_the_other_holder(netns, tmp_path, syslog):
         sh("ip", "link", "set", "peer0", "netns", other)
         subprocess.run(["ip", "-n", other, "link", "set", "peer0", "up"], check=True)
         subprocess.run(["ip", "-n", other, "addr", "add", V4, "dev", "peer0"], check=True)
-        cfg = write_config(tmp_path / "probe.toml", f"""\
-            backend = "linux"
-            quorum = "none"
-            state_dir = "{tmp_path / 'state'}"
-            syslog_socket = "{syslog.path}"
-            [[group]]
-            vhid = 1
-            carp_interface = "tap0"
-            external_interface = "ext0"
-            addresses = ["{V4}"]
-            probe = true
-            """)
+        cfg = linux_config(tmp_path, syslog, "probe.toml", [group(1, [V4], "probe = true\n")])
         started = time.monotonic()
         res = run(name, cfg, "carp-event", "1@tap0", "MASTER")
         assert res.returncode == 0, res.stderr
@@ -182,24 +168,10 @@ def test_release_of_a_primary_keeps_other_groups(netns, tmp_path, syslog):
     name, sh = netns
     sh("ip", "addr", "flush", "dev", "ext0")
     sh("sysctl", "-qw", "net.ipv4.conf.ext0.promote_secondaries=0")
-    cfg = write_config(tmp_path / "two.toml", f"""\
-        backend = "linux"
-        quorum = "none"
-        state_dir = "{tmp_path / 'state'}"
-        syslog_socket = "{syslog.path}"
-        [[group]]
-        name = "a"
-        vhid = 1
-        carp_interface = "tap0"
-        external_interface = "ext0"
-        addresses = ["203.0.113.10/24"]
-        [[group]]
-        name = "b"
-        vhid = 2
-        carp_interface = "tap0"
-        external_interface = "ext0"
-        addresses = ["203.0.113.20/24"]
-        """)
+    cfg = linux_config(tmp_path, syslog, "two.toml", [
+        group(1, ["203.0.113.10/24"], 'name = "a"\n'),
+        group(2, ["203.0.113.20/24"], 'name = "b"\n'),
+    ])
     assert run(name, cfg, "carp-event", "1@tap0", "MASTER").returncode == 0
     assert run(name, cfg, "carp-event", "2@tap0", "MASTER").returncode == 0
     res = run(name, cfg, "carp-event", "1@tap0", "BACKUP")
@@ -212,18 +184,8 @@ def test_demotion_file_for_keepalived(netns, tmp_path, syslog):
     weight -1), with the same bookkeeping as net.inet.carp.demotion on FreeBSD."""
     name, sh = netns
     demotion = tmp_path / "demotion"
-    cfg = write_config(tmp_path / "d.toml", f"""\
-        backend = "linux"
-        quorum = "none"
-        state_dir = "{tmp_path / 'state'}"
-        syslog_socket = "{syslog.path}"
-        demotion_file = "{demotion}"
-        [[group]]
-        vhid = 1
-        carp_interface = "tap0"
-        external_interface = "ext0"
-        addresses = ["{V4}"]
-        """)
+    cfg = linux_config(tmp_path, syslog, "d.toml", [group(1, [V4])],
+                       top=f'demotion_file = "{demotion}"\n')
     demotion.write_text("5\n")  # someone else's share is never touched
     assert run(name, cfg, "carp-event", "1@tap0", "BACKUP").returncode == 0
     res = run(name, cfg, "carphooks", "maintenance", "on", "--wait", "0")
