@@ -222,7 +222,6 @@ def carp_event(ctx: Context, event: CarpEvent) -> list[Outcome]:
 def reconcile(ctx: Context, groups: Sequence[Group] | None = None,
               why: str = "reconcile") -> list[Outcome]:
     """Converge every (or the given) group to the CARP state and quorum now."""
-    outcomes: list[Outcome] = []
     with ctx.state.lock(ctx.config.lock_timeout):
         outcomes = _reconcile_locked(ctx, groups or ctx.config.groups, why)
     finish(ctx)

@@ -16,20 +16,14 @@ import click
 
 from carphooks import actions
 from carphooks import config as configmod
-from carphooks.entry import (
-    Options,
-    fail,
-    guarded,
-    run_carp_event,
-    run_tinc,
-)
+from carphooks.entry import Options, guarded, run_carp_event, run_tinc
 from carphooks.errors import CarphooksError, ExitCode, UsageError
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 an operation failed; 2 bad arguments or environment; "
     "6 bad config; 7 lock not acquired in time."
 )
-__all__ = ["Options", "cli", "fail", "guarded", "main"]
+__all__ = ["Options", "cli", "guarded", "main"]
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -193,8 +193,7 @@ def _tinc_main(name: str, args: Sequence[str] | None) -> NoReturn:
     if parsed is None:
         from carphooks import cli
 
-        run_standalone = cli.run_standalone
-        run_standalone(cli.TINC_COMMANDS[name], name, argv)
+        cli.run_standalone(cli.TINC_COMMANDS[name], name, argv)
     sys.exit(run_tinc(parsed[0], name))
 
 

@@ -8,6 +8,8 @@ Files (all 0600 in a 0700 directory):
 - ``last-event.json``: the last event handled, for status/monitoring.
 - ``maintenance.json``: maintenance flag.
 - ``demotion.json``: exactly what carphooks added to ``net.inet.carp.demotion``, by reason.
+- ``self.json``: this host's tinc node name, as tinc-up saw it.
+- ``probe-GROUP.json``: a detached ARP prober is running for GROUP (until a deadline).
 """
 
 from __future__ import annotations

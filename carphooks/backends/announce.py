@@ -183,10 +183,3 @@ class Probe:
             self.sock = None
         return found
 
-
-def probe(ifname: str, ips: Sequence[ipaddress.IPv4Address],
-          timeout: float) -> dict[ipaddress.IPv4Address, str]:
-    """Probe and wait: {address: MAC} of other hosts answering within ``timeout``."""
-    prober = Probe(ifname, ips)
-    prober.start()
-    return prober.collect(timeout)
