@@ -55,7 +55,12 @@ class Reader:
 
 def observe(ctx: Context, group: Group, reader: Reader, q: Quorum) -> GroupView:
     """Read the group's interfaces and decide."""
-    carp_if = reader.get(group.carp_interface) if ctx.backend.reads_carp_interface else None
+    carp_if = None
+    if ctx.backend.reads_carp_interface:
+        carp_if = reader.get(group.carp_interface)
+        if carp_if is None:  # e.g. tincd stopped and took tap0 with it
+            ctx.log.info(f"CARP interface {group.carp_interface} does not exist: "
+                         f"vhid {group.vhid} counts as INIT")
     carp = ctx.backend.carp_state(group, carp_if)
     decision = decide(carp, q)
     external = reader.get(group.external_interface)
@@ -71,8 +76,12 @@ def apply_views(ctx: Context, views: Sequence[GroupView], reader: Reader) -> lis
         group = view.group
         if view.external is None:
             outcome = Outcome(group=group, hold=view.decision.hold)
+            missing = f"interface {group.external_interface} does not exist"
             if view.decision.hold:
-                outcome.errors.append(f"interface {group.external_interface} does not exist")
+                outcome.errors.append(f"{missing}: cannot assign group {group.name}")
+                ctx.log.error(outcome.errors[-1])
+            else:
+                ctx.log.info(f"{missing}: nothing of group {group.name} to remove")
             results[i] = outcome
         elif (view.decision.hold and group.probe and ctx.backend.supports_probe
               and not ctx.dry_run and any(c.op == "add" for c in plan(group, True,

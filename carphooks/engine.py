@@ -75,11 +75,10 @@ class Engine:
         self.dry_run = dry_run
 
     def read(self, ifname: str) -> Interface | None:
-        """Read an interface, logging (not raising) when it is missing."""
+        """Read an interface; None when it does not exist (the caller says what that means)."""
         try:
             return self.backend.read(ifname)
-        except InterfaceMissing as exc:
-            self.log.error(str(exc))
+        except InterfaceMissing:
             return None
 
     def converge(self, group: Group, hold: bool, current: Interface | None = None) -> Outcome:

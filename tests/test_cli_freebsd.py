@@ -455,3 +455,16 @@ def test_tinc_up_dry_run_hides_the_password(fresh, tmp_path, syslog):
     assert "s3cret" not in res.out + res.err
     assert "s3cret" not in " ".join(syslog.texts())
     assert mutating(fresh) == []
+
+
+def test_init_after_tap0_is_gone_releases_quietly(bsd, config, syslog):
+    # tincd stopped: tap0 (and its vhid) vanished, devd reports INIT
+    bsd.add_address("vtnet0", V4)
+    bsd.remove_interface("tap0")
+    res = event(bsd, config, "1@tap0", "INIT")
+    assert res.code == 0, res.err
+    assert V4 not in addrs(bsd, "vtnet0")
+    msgs = syslog.messages()
+    assert any("tap0 does not exist: vhid 1 counts as INIT" in m.message and m.severity == 6
+               for m in msgs)
+    assert not [m for m in msgs if m.severity <= 3]
