@@ -42,8 +42,7 @@ def build_context(config: Config, log: Log, *, dry_run: bool = False,
     """Wire config, runner, backend and engine together."""
     runner = Runner(dry_run=dry_run, echo=echo, trace=log.debug)
     state = StateDir(config.state_dir)
-    backend = get_backend(config.backend, runner, state)
-    backend.demotion_file = config.demotion_file
+    backend = get_backend(config.backend, runner, state, config.demotion_file)
     engine = Engine(backend, log, dry_run=dry_run)
     ctx = Context(config=config, log=log, runner=runner, state=state, backend=backend,
                   engine=engine, dry_run=dry_run, host=host)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from carphooks import config as configmod
 from carphooks.errors import CarphooksError, ConfigError, ExitCode
 from carphooks.log import Log
+
+if TYPE_CHECKING:  # the hot path imports the context lazily
+    from carphooks.context import Context
 
 DEFAULT_TAG = "carphooks"
 
@@ -48,7 +51,7 @@ class Options:
                                 verbose=self.verbose)
         return self._log
 
-    def context(self) -> Any:
+    def context(self) -> Context:
         """Load the config and build the action context (ConfigError on problems)."""
         from carphooks.context import build_context
 

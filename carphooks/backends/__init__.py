@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from carphooks.backends.base import Backend
 from carphooks.errors import ConfigError
@@ -10,7 +11,8 @@ from carphooks.runner import Runner
 from carphooks.state import StateDir
 
 
-def get_backend(name: str, runner: Runner, state: StateDir) -> Backend:
+def get_backend(name: str, runner: Runner, state: StateDir,
+                demotion_file: Path | None = None) -> Backend:
     """The backend called ``name`` (``auto``: the first one this platform supports)."""
     if name == "auto":
         name = "freebsd" if sys.platform.startswith("freebsd") else (
@@ -24,4 +26,4 @@ def get_backend(name: str, runner: Runner, state: StateDir) -> Backend:
         from carphooks.backends.linux import LinuxBackend as cls
     else:
         raise ConfigError(f"unknown backend {name!r}")
-    return cls(runner, state)
+    return cls(runner, state, demotion_file)

@@ -55,10 +55,11 @@ class Backend(abc.ABC):
     reads_carp_interface: bool = True  # False where the CARP state does not live on an interface
     supports_probe: bool = False  # ARP probe before taking an address
 
-    def __init__(self, runner: Runner, state: StateDir) -> None:
+    def __init__(self, runner: Runner, state: StateDir,
+                 demotion_file: Path | None = None) -> None:
         self.runner = runner
         self.state = state
-        self.demotion_file: Path | None = None
+        self.demotion_file = demotion_file
 
     @property
     def supports_demotion(self) -> bool:

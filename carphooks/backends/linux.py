@@ -130,8 +130,9 @@ class LinuxBackend(Backend):
             return [(c, str(exc)) for c in changes]
         return []
 
-    def __init__(self, runner: Runner, state: StateDir) -> None:
-        super().__init__(runner, state)
+    def __init__(self, runner: Runner, state: StateDir,
+                 demotion_file: Path | None = None) -> None:
+        super().__init__(runner, state, demotion_file)
         self._dry: dict[str, CarpState] = {}  # events seen under --dry-run, never written
 
     def carp_state(self, group: Group, carp_if: Interface | None) -> CarpState:
