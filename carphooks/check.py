@@ -418,7 +418,8 @@ class Doctor:
         from carphooks.log import Log
 
         try:
-            log = Log(config.log_tag, config.syslog_socket, mirror=False)
+            log = Log(config.log_tag, config.syslog_socket, facility=config.syslog_facility,
+                      mirror=False)
             ctx = actions.build_context(config, log)
         except CarphooksError as exc:
             return None, f"(unavailable: {exc})"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from carphooks.errors import ConfigError
+from carphooks.log import DEFAULT_FACILITY, FACILITIES
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -29,7 +30,8 @@ IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 # tinc node names: letters, digits and underscore (tinc's own rule).
 NODE_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 GROUP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-TAG_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+# syslog tags: what FreeBSD's syslogd takes as the program name (it stops at '.').
+TAG_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAC_RE = re.compile(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}")
 
 BACKENDS = ("auto", "freebsd", "linux")
@@ -118,6 +120,7 @@ class Config:
     groups: tuple[Group, ...]
     bindir: Path | None = None  # console scripts' directory for templates (render/install)
     demotion_file: Path | None = None  # Linux: demotion for keepalived's track_file
+    syslog_facility: str = DEFAULT_FACILITY  # a name of carphooks.log.FACILITIES
 
     def group_for(self, vhid: int, ifname: str) -> Group | None:
         """The group run by ``vhid`` on ``ifname``, if any."""
@@ -342,14 +345,18 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
     top = _Reader(label, data, "")
     top.unknown({
         "log_tag", "backend", "state_dir", "syslog_socket", "topology", "quorum",
-        "lock_timeout", "tinc", "hosts", "group", "bindir", "demotion_file",
+        "lock_timeout", "tinc", "hosts", "group", "bindir", "demotion_file", "syslog_facility",
     })
-    log_tag = top.str_("log_tag", "carphooks", TAG_RE)
+    log_tag = top.str_("log_tag", "carphooks")
+    if not TAG_RE.fullmatch(log_tag):
+        raise top.fail("log_tag", f"{log_tag!r}: use 1 to 32 letters, digits, _ or - "
+                                  "(syslogd does not recognise a tag with other characters)")
     backend = top.str_("backend", "auto", choices=BACKENDS)
     state_dir = top.str_("state_dir", "/var/db/carphooks")
     if not state_dir.startswith("/"):
         raise top.fail("state_dir", f"{state_dir!r} is not an absolute path")
     syslog_socket = top.str_("syslog_socket", default_syslog_socket())
+    syslog_facility = top.str_("syslog_facility", DEFAULT_FACILITY, choices=tuple(FACILITIES))
     topology = top.str_("topology", "tinc", choices=TOPOLOGIES)
     quorum = top.str_("quorum", "majority", choices=QUORUM_MODES)
     lock_timeout = top.float_("lock_timeout", 5.0, 0.0, 600.0)
@@ -471,7 +478,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
         syslog_socket=syslog_socket, topology=topology, quorum=quorum,
         lock_timeout=lock_timeout, netname=netname, nodes=tuple(nodes),
         witnesses=tuple(witnesses), hosts=hosts, groups=tuple(groups), bindir=bindir,
-        demotion_file=demotion_file,
+        demotion_file=demotion_file, syslog_facility=syslog_facility,
     )
 
 

@@ -45,7 +45,8 @@ class Options:
         if self._log is None:
             try:
                 cfg = configmod.load(self.config_path)
-                self._log = Log(cfg.log_tag, cfg.syslog_socket, verbose=self.verbose)
+                self._log = Log(cfg.log_tag, cfg.syslog_socket, facility=cfg.syslog_facility,
+                                verbose=self.verbose)
             except CarphooksError:
                 self._log = Log(DEFAULT_TAG, configmod.default_syslog_socket(),
                                 verbose=self.verbose)
@@ -56,7 +57,8 @@ class Options:
         from carphooks.context import build_context
 
         cfg = configmod.load(self.config_path)
-        log = Log(cfg.log_tag, cfg.syslog_socket, verbose=self.verbose)
+        log = Log(cfg.log_tag, cfg.syslog_socket, facility=cfg.syslog_facility,
+                  verbose=self.verbose)
         self._log = log
         return build_context(cfg, log, dry_run=self.dry_run, host=self.host,
                              echo=lambda line: echo(f"would run: {line}"))

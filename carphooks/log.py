@@ -1,7 +1,10 @@
 """Syslog over a unix datagram socket (what ``logger -t TAG`` does), mirrored to stderr.
 
-Changes go out at ``user.notice``, failures at ``user.err``. When the socket is
-missing the message still reaches stderr, with one warning that syslog is down.
+Changes go out at ``notice``, failures at ``err``, on the configured facility
+(``daemon`` by default). A datagram is cut to :data:`MAX_DATAGRAM` bytes on a
+UTF-8 character boundary and marked, since FreeBSD's syslogd reads no more than
+that (and older kernels refuse a larger local datagram outright). When the socket
+is missing the message still reaches stderr, with one warning that syslog is down.
 """
 
 from __future__ import annotations
@@ -11,18 +14,46 @@ import socket
 import sys
 import time
 
-LOG_USER = 1
 EMERG, ALERT, CRIT, ERR, WARNING, NOTICE, INFO, DEBUG = range(8)
 _LEVEL_NAMES = {ERR: "error", WARNING: "warning", NOTICE: "notice", INFO: "info", DEBUG: "debug"}
+
+# Facility codes as FreeBSD's <sys/syslog.h> numbers them (the names syslog.conf(5)
+# accepts). "kern" is left out: syslogd files a program's kern message under user.
+FACILITIES: dict[str, int] = {
+    "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
+    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13,
+    "console": 14, **{f"local{i}": 16 + i for i in range(8)},
+}
+DEFAULT_FACILITY = "daemon"
+LOG_DAEMON = FACILITIES[DEFAULT_FACILITY]
+
+# The largest datagram FreeBSD's syslogd takes whole from /var/run/log on 12-14
+# (MAXLINE 2048; also net.local.dgram.maxdgram's default up to 14, above which
+# send() fails). Newer releases take 8192, older ones 1024.
+MAX_DATAGRAM = 2048
+
+
+def fit(header: bytes, body: bytes, limit: int = MAX_DATAGRAM) -> bytes:
+    """``header + body``, with ``body`` cut on a UTF-8 boundary and marked when too long."""
+    if len(header) + len(body) <= limit:
+        return header + body
+    marker = f" [truncated, {len(body)} bytes]".encode("ascii")
+    cut = max(0, limit - len(header) - len(marker))
+    while cut > 0 and body[cut] & 0xC0 == 0x80:  # never split a multi-byte character
+        cut -= 1
+    return header + body[:cut] + marker
 
 
 class Log:
     """A tiny syslog client; one instance per process."""
 
-    def __init__(self, tag: str, socket_path: str, *, mirror: bool | None = None,
-                 verbose: bool = False) -> None:
+    def __init__(self, tag: str, socket_path: str, *, facility: str = DEFAULT_FACILITY,
+                 mirror: bool | None = None, verbose: bool = False) -> None:
+        if facility not in FACILITIES:
+            raise ValueError(f"unknown syslog facility {facility!r}")
         self.tag = tag
         self.socket_path = socket_path
+        self.facility = FACILITIES[facility]
         self.verbose = verbose
         self.mirror = (sys.stderr.isatty() or verbose) if mirror is None else mirror
         self._sock: socket.socket | None = None
@@ -37,8 +68,8 @@ class Log:
     def _send(self, severity: int, message: str) -> None:
         message = "".join(c if c.isprintable() else " " for c in message)
         stamp = time.strftime("%b %e %H:%M:%S", time.localtime())
-        packet = f"<{LOG_USER * 8 + severity}>{stamp} {self.tag}[{os.getpid()}]: {message}"
-        data = packet.encode("utf-8", "replace")
+        header = f"<{self.facility * 8 + severity}>{stamp} {self.tag}[{os.getpid()}]: "
+        data = fit(header.encode("utf-8"), message.encode("utf-8", "replace"))
         try:
             if self._sock is None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

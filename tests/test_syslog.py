@@ -9,7 +9,7 @@ from conftest import BASE_CONFIG, SyslogServer, addrs, run_script, write_config
 
 from carphooks.log import Log
 
-USER, ERR, WARNING, NOTICE, INFO = 1, 3, 4, 5, 6
+DAEMON, ERR, WARNING, NOTICE, INFO = 3, 3, 4, 5, 6
 
 
 def test_levels_tag_facility_and_pid(syslog):
@@ -20,9 +20,9 @@ def test_levels_tag_facility_and_pid(syslog):
     log.debug("hidden without -v")
     msgs = syslog.messages()
     assert [(m.facility, m.severity, m.message) for m in msgs] == [
-        (USER, NOTICE, "Assigned 203.0.113.10/24 on vtnet0."),
-        (USER, ERR, "boom"),
-        (USER, INFO, "fyi"),
+        (DAEMON, NOTICE, "Assigned 203.0.113.10/24 on vtnet0."),
+        (DAEMON, ERR, "boom"),
+        (DAEMON, INFO, "fyi"),
     ]
     assert {m.tag for m in msgs} == {"mytag"}
     assert {m.pid for m in msgs} == {os.getpid()}
