@@ -82,6 +82,7 @@ class Doctor:
                 self.check_unicast(tgt)
             self.check_file(tgt, "sysctl.conf", WARN)
             self.check_file(tgt, "cron", WARN)
+            self.check_syslog(tgt)
         self.check_interfaces(config)
         self.check_sysctl(config)
         return self.checks
@@ -209,6 +210,16 @@ class Doctor:
             return False
         self.add(kind_name, OK, f"{path} is up to date")
         return True
+
+    def check_syslog(self, tgt: Target) -> None:
+        """The syslogd drop-in, its newsyslog entry, and the log file syslogd needs."""
+        apply = f"newsyslog -CN {render.SYSLOG_FILE} && service syslogd reload"
+        dropin = self.check_file(tgt, "syslog.conf", WARN, apply)
+        self.check_file(tgt, "newsyslog.conf", WARN)
+        logfile = under(self.root, render.SYSLOG_FILE)
+        if dropin and not logfile.exists():
+            self.add("syslog file", WARN, f"{logfile} does not exist and syslogd never creates "
+                     "a log file, so carphooks' lines reach only the stock logs", apply)
 
     def check_devd(self, tgt: Target) -> None:
         self.check_file(tgt, "devd", FAIL, "service devd restart")

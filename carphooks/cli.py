@@ -287,7 +287,8 @@ def render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) -
     """Print template KIND filled in for a host.
 
     KIND is one of: devd, tinc-up, tinc-down, host-up, host-down, tinc.conf,
-    rc.conf, sysctl.conf, cron, ucarp-up, ucarp-down, keepalived-notify.
+    rc.conf, sysctl.conf, cron, syslog.conf, newsyslog.conf, ucarp-up, ucarp-down,
+    keepalived-notify.
     """
     return int(_render_cmd(opts, kind, host, bindir))
 
@@ -313,7 +314,7 @@ def _render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) 
 @click.pass_obj
 def install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | None,
                 bindir: str | None) -> int:
-    """Write the devd rule, tinc scripts (or rc.conf lines), sysctl and cron files."""
+    """Write the devd rule, tinc scripts (or rc.conf lines), sysctl, cron and syslog files."""
     return int(_install_cmd(opts, dry or opts.dry_run, root, force, host, bindir))
 
 

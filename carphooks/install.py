@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from carphooks.errors import CarphooksError
-from carphooks.render import MARKER, Rendered, has_marker
+from carphooks.render import MARKER, SYSLOG_FILE, Rendered, has_marker
 
 BACKUP_SUFFIX = ".carphooks-bak"
 _SECRET_RE = re.compile(r"(\bpass\s+)\S+?(?=[\s\"]|$)")
@@ -222,5 +222,9 @@ def next_steps(report: Report, netname: str, topology: str,
                          f"{ifname}'s addresses briefly; or reboot)")
     if "cron" in kinds:
         steps.append("# cron picks up /usr/local/etc/cron.d/carphooks within a minute")
+    if kinds & {"syslog.conf", "newsyslog.conf"}:
+        steps.append(f"newsyslog -CN {SYSLOG_FILE}   # creates it: syslogd writes only to "
+                     "existing files")
+        steps.append("service syslogd reload   # reads /usr/local/etc/syslog.d/carphooks.conf")
     steps.append("carphooks check && carphooks status")
     return steps

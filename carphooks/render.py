@@ -32,6 +32,8 @@ SAFE_RE = re.compile(r"[A-Za-z0-9_./+:,=-]+")
 # A CARP password inside rc.conf double quotes: no quote, $, `, \ or whitespace.
 RC_SAFE_SECRET_RE = re.compile(r"[A-Za-z0-9_.,:;+=%@^~!#*?/()\[\]{}<>|&-]+")
 GARP_REXMIT_COUNT = 4
+# Where the syslogd drop-in sends every carphooks line (newsyslog creates and rotates it).
+SYSLOG_FILE = "/var/log/carphooks.log"
 CONSOLE_SCRIPTS = ("carphooks", "carp-event", "tinc-up", "tinc-down", "tinc-host-up",
                    "tinc-host-down")
 TOPOLOGIES = ("tinc", "unicast")
@@ -80,6 +82,14 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          description="sysctl settings: carp preempt, gratuitous ARP repeats"),
     Kind("cron", _TPL, "cron", "/usr/local/etc/cron.d/carphooks", 0o644, hidden_backup=True,
          description="cron entry running carphooks reconcile every minute"),
+    # syslogd reads only *.conf of syslog.d; older newsyslog.conf includes every
+    # name of newsyslog.conf.d (glob "*", which skips dot files): hide the backups.
+    Kind("syslog.conf", _TPL, "syslog.conf", "/usr/local/etc/syslog.d/carphooks.conf", 0o644,
+         hidden_backup=True, description=f"syslogd drop-in: every carphooks line to "
+                                         f"{SYSLOG_FILE}"),
+    Kind("newsyslog.conf", _TPL, "newsyslog.conf",
+         "/usr/local/etc/newsyslog.conf.d/carphooks.conf", 0o644, hidden_backup=True,
+         description=f"newsyslog entry creating and rotating {SYSLOG_FILE}"),
     # Adapters for userland CARP/VRRP daemons (hooks/ of the lab); render only.
     Kind("ucarp-up", _HOOKS, "ucarp-up", None, 0o755, script=True,
          description="ucarp --upscript adapter (render only)"),
@@ -310,6 +320,8 @@ def values(tgt: Target, kind: Kind) -> dict[str, str]:
         "NETNAME": config.netname,
         "TOPOLOGY": config.topology,
         "GARP_REXMIT_COUNT": str(GARP_REXMIT_COUNT),
+        "LOG_TAG": config.log_tag,
+        "SYSLOG_FILE": SYSLOG_FILE,
         "MARKER": MARKER,
     }
     if "INTERFACE" in used:

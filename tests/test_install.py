@@ -30,12 +30,16 @@ TINC_FILES = {
     "usr/local/etc/tinc/carp/tinc.conf": 0o644,
     "etc/sysctl.conf.local": 0o644,
     "usr/local/etc/cron.d/carphooks": 0o644,
+    "usr/local/etc/syslog.d/carphooks.conf": 0o644,
+    "usr/local/etc/newsyslog.conf.d/carphooks.conf": 0o644,
 }
 UNICAST_FILES = {
     "usr/local/etc/devd/carphooks.conf": 0o644,
     "etc/rc.conf.d/netif": 0o600,
     "etc/sysctl.conf.local": 0o644,
     "usr/local/etc/cron.d/carphooks": 0o644,
+    "usr/local/etc/syslog.d/carphooks.conf": 0o644,
+    "usr/local/etc/newsyslog.conf.d/carphooks.conf": 0o644,
 }
 GOOD_SYSCTL = {"net.inet.carp.preempt": 1, "net.link.ether.inet.garp_rexmit_count": 4}
 
@@ -222,6 +226,8 @@ def fails(doc: check.Doctor) -> set[str]:
 
 def test_check_all_ok_after_install(cfg: Path, root: Path) -> None:
     do_install(cfg, root)
+    (root / "var/log").mkdir(parents=True)
+    (root / "var/log/carphooks.log").touch()  # what "newsyslog -CN" does
     doc = doctor(cfg, root)
     assert not doc.failed, [c.line() for c in doc.checks]
     assert set(statuses(doc).values()) == {check.OK}, [c.line() for c in doc.checks]

@@ -85,10 +85,11 @@ def test_golden_fails_on_a_change(tmp_path: Path) -> None:
 
 def test_install_sets_per_topology(tmp_path: Path) -> None:
     tinc = rendered_set(cluster(tmp_path, "tinc"), "hA")
-    assert sorted(tinc) == ["cron", "devd", "host-down", "host-up", "sysctl.conf",
-                            "tinc-down", "tinc-up", "tinc.conf"]
+    assert sorted(tinc) == ["cron", "devd", "host-down", "host-up", "newsyslog.conf",
+                            "sysctl.conf", "syslog.conf", "tinc-down", "tinc-up", "tinc.conf"]
     unicast = rendered_set(cluster(tmp_path, "unicast"), "hA")
-    assert sorted(unicast) == ["cron", "devd", "rc.conf", "sysctl.conf"]
+    assert sorted(unicast) == ["cron", "devd", "newsyslog.conf", "rc.conf", "sysctl.conf",
+                               "syslog.conf"]
 
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
@@ -350,8 +351,9 @@ def test_rendered_tinc_scripts_and_devd_rule_against_fakebsd(tmp_path: Path) -> 
 
 SAMPLE = Path(__file__).resolve().parent.parent / "carphooks.toml.sample"
 ALL_KEYS = {
-    "log_tag", "backend", "state_dir", "syslog_socket", "topology", "quorum", "lock_timeout",
-    "bindir", "netname", "nodes", "witnesses", "vpn_address", "advskew", "mac", "name", "vhid",
+    "log_tag", "backend", "state_dir", "syslog_socket", "syslog_facility", "topology", "quorum",
+    "lock_timeout", "bindir", "netname", "nodes", "witnesses", "vpn_address", "advskew", "mac",
+    "name", "vhid",
     "carp_interface", "external_interface", "addresses", "probe", "address", "advbase",
     "password", "password_file", "peers", "peers6",
 }
