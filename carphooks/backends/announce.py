@@ -176,8 +176,8 @@ def send_na(ifname: str, mac: bytes, ips: Sequence[IPv6], router: bool = False) 
     """Send one unsolicited NA per address to ff02::1; return the addresses announced.
 
     The source is the target itself: binding to it fails (EADDRNOTAVAIL) while the address
-    is tentative, duplicated or deprecated (FreeBSD ``rip6_bind``, Linux ``__inet6_bind``),
-    so an address that is not ours to use yet is never announced. RFC 4861 4.4 allows any
+    is tentative or duplicated (FreeBSD ``rip6_bind``: also deprecated; Linux
+    ``rawv6_bind``), so an address not ours to use is never announced. RFC 4861 4.4 allows any
     address of the interface; Linux ``ndisc_send_na`` makes the same choice, FreeBSD's
     kernel picks one by ``in6_selectsrc``."""
     sent: list[IPv6] = []

@@ -140,9 +140,9 @@ class FreeBSDBackend(Backend):
 
         if not self.supports_probe:
             return None
-        mac = self._mac(ifname)
-        if mac is None or not ips:
-            return {}  # no Ethernet address: nothing answers ARP on this link
+        mac = self._mac(ifname) if ips else None
+        if mac is None:
+            return {}  # no IPv4 address to probe, or no Ethernet (so no ARP) on this link
         prober = bpf.ArpProbe(ifname, mac, ips, self.bpf_opener or bpf.FileDevice)
         prober.start()
         self.runner.preload()  # import the runner's machinery while answers arrive
