@@ -184,6 +184,7 @@ def write_config(path: Path, *, state: Path, sock: Path, groups: Sequence[dict[s
             f'carp_interface = "{g.get("carp_interface", "tap0")}"',
             f'external_interface = "{g.get("external_interface", "vtnet0")}"',
             f"addresses = [{addrs}]",
+            "probe = false",  # the benchmarks time the direct take, not the probe window
             "",
             "[group.carp]",
             f'address = "{carp_address(int(g["vhid"]))}"',  # type: ignore[call-overload]

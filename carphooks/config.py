@@ -12,7 +12,7 @@ import stat
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ class Group:
     external_interface: str
     addresses: tuple[IPInterface, ...]
     carp: CarpParams
-    probe: bool = False
+    probe: bool | None = None  # None: not set, on where the backend can probe (resolve_probe)
 
     @property
     def subsystem(self) -> str:
@@ -467,7 +467,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
                               f"{iface.ip} is already listed in {seen_addr[iface.ip]}")
             seen_addr[iface.ip] = f"{gkey}"
             addresses.append(iface)
-        probe = gr.bool_("probe", False)
+        probe = gr.bool_("probe", False) if "probe" in raw else None
         carp = _carp_params(label, gr.table_("carp"), gkey + ".carp.", check_permissions)
         groups.append(Group(name=name, vhid=vhid, carp_interface=carp_if,
                             external_interface=ext_if, addresses=tuple(addresses),
@@ -480,6 +480,20 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
         witnesses=tuple(witnesses), hosts=hosts, groups=tuple(groups), bindir=bindir,
         demotion_file=demotion_file, syslog_facility=syslog_facility,
     )
+
+
+def resolve_probe(config: Config, problem: str | None) -> Config:
+    """Settle each group's ``probe``: unset means on exactly where the backend can probe
+    (``problem`` is None); ``probe = true`` where it cannot is a ConfigError naming why."""
+    groups = []
+    for gi, group in enumerate(config.groups):
+        if group.probe and problem is not None:
+            raise ConfigError(f"{config.path}: group[{gi}].probe: true, but {problem}; "
+                              "set probe = false to take addresses without probing")
+        if group.probe is None:
+            group = replace(group, probe=problem is None)
+        groups.append(group)
+    return replace(config, groups=tuple(groups))
 
 
 def _carp_params(label: str, table: Mapping[str, Any], prefix: str,

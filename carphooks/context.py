@@ -43,6 +43,7 @@ def build_context(config: Config, log: Log, *, dry_run: bool = False,
     runner = Runner(dry_run=dry_run, echo=echo, trace=log.debug)
     state = StateDir(config.state_dir)
     backend = get_backend(config.backend, runner, state, config.demotion_file)
+    config = configmod.resolve_probe(config, backend.probe_problem())
     engine = Engine(backend, log, dry_run=dry_run)
     ctx = Context(config=config, log=log, runner=runner, state=state, backend=backend,
                   engine=engine, dry_run=dry_run, host=host)

@@ -39,6 +39,7 @@ vhid = {vhid}
 carp_interface = "tap0"
 external_interface = "{external}"
 addresses = [{quoted}]
+probe = false
 
 [group.carp]
 address = "192.0.2.{254 if vhid == 1 else 100 + vhid}/24"

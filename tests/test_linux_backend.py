@@ -50,8 +50,11 @@ def linux_config(tmp_path: Path, syslog: SyslogServer, name: str, groups: list[s
 
 
 def group(vhid: int, addresses: list[str], extra: str = "") -> str:
-    """One [[group]] body on tap0/ext0."""
+    """One [[group]] body on tap0/ext0 (without the probe guard unless ``extra`` sets it:
+    these tests look at the addresses right after the hook returns)."""
     quoted = ", ".join(f'"{a}"' for a in addresses)
+    if "probe" not in extra:
+        extra = "probe = false\n" + extra
     return (f'vhid = {vhid}\ncarp_interface = "tap0"\nexternal_interface = "ext0"\n'
             f"addresses = [{quoted}]\n{extra}")
 

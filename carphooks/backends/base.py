@@ -98,6 +98,10 @@ class Backend(abc.ABC):
     def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:  # noqa: B027
         """Tell neighbours about addresses just taken (runs in a detached child)."""
 
+    def probe_problem(self) -> str | None:
+        """Why this backend cannot probe here (None when it can)."""
+        return None if self.supports_probe else f"the {self.name} backend has no ARP probe"
+
     def probe(self, ifname: str, ips: Sequence[IPv4Address],
               timeout: float) -> dict[IPv4Address, str] | None:
         """Which addresses another host answers for ({ip: MAC}); None where unsupported.

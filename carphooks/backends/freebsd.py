@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from carphooks.backends import announce
 from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
@@ -12,6 +14,11 @@ from carphooks.backends.ifconfig_parse import ParseError, parse_one
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError, CommandError
 from carphooks.events import CarpState
+from carphooks.runner import Runner
+from carphooks.state import StateDir
+
+if TYPE_CHECKING:
+    from carphooks.backends.bpf import Opener
 
 
 def family(address: IPInterface) -> str:
@@ -23,6 +30,14 @@ class FreeBSDBackend(Backend):
     """Kernel CARP; aliases with ``ifconfig IF inet|inet6 A/P alias|-alias``."""
 
     name = "freebsd"
+
+    def __init__(self, runner: Runner, state: StateDir, demotion_file: Path | None = None,
+                 *, bpf_opener: Opener | None = None) -> None:
+        super().__init__(runner, state, demotion_file)
+        self.bpf_opener = bpf_opener  # None: the real /dev/bpf
+        self._probe_problem = None if bpf_opener is not None else _bpf_problem()
+        self.supports_probe = self._probe_problem is None
+        self._macs: dict[str, bytes | None] = {}
 
     @property
     def supports_demotion(self) -> bool:
@@ -115,12 +130,55 @@ class FreeBSDBackend(Backend):
                     f"advskew {advskew}"]
         return []
 
+    def probe_problem(self) -> str | None:
+        return self._probe_problem
+
+    def probe(self, ifname: str, ips: Sequence[ipaddress.IPv4Address],
+              timeout: float) -> dict[ipaddress.IPv4Address, str] | None:
+        """ARP probe (RFC 5227) through bpf(4): see :mod:`carphooks.backends.bpf`."""
+        from carphooks.backends import bpf
+
+        if not self.supports_probe:
+            return None
+        mac = self._mac(ifname) if ips else None
+        if mac is None:
+            return {}  # no IPv4 address to probe, or no Ethernet (so no ARP) on this link
+        prober = bpf.ArpProbe(ifname, mac, ips, self.bpf_opener or bpf.FileDevice)
+        prober.start()
+        self.runner.preload()  # import the runner's machinery while answers arrive
+        return prober.collect(timeout)
+
+    def _mac(self, ifname: str) -> bytes | None:
+        """The interface's own MAC from ``ifconfig`` (read once per process)."""
+        if ifname not in self._macs:
+            try:
+                self._macs[ifname] = announce.parse_mac(self.read(ifname).mac or "")
+            except InterfaceMissing:
+                return None
+        return self._macs[ifname]
+
+    def na_router_flag(self, ifname: str) -> bool:
+        """The NA Router flag the kernel itself would set (``nd6_nbr.c`` ``nd6_ns_input``):
+        ``net.inet6.ip6.forwarding``, unless ``net.inet6.ip6.norbit_raif`` is set and the
+        interface accepts router advertisements (nd6 flag ACCEPT_RTADV)."""
+        if not self.sysctl("net.inet6.ip6.forwarding"):
+            return False
+        if self.sysctl("net.inet6.ip6.norbit_raif"):
+            result = self.runner.run(["ifconfig", ifname], mutating=False, check=False)
+            try:
+                nd6 = parse_one(result.stdout, ifname).nd6 if result.returncode == 0 else None
+            except ParseError:
+                nd6 = None
+            if nd6 is None or "ACCEPT_RTADV" in nd6:
+                return False
+        return True
+
     def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:
         # The kernel sends one gratuitous ARP per IPv4 alias on add (more with
         # net.link.ether.inet.garp_rexmit_count); IPv6 gets unsolicited NAs from us.
         v6 = [a for a in addresses if isinstance(a, ipaddress.IPv6Interface)]
         if v6:
-            announce.repeat(ifname, [], v6)
+            announce.repeat(ifname, [], v6, router=self.na_router_flag(ifname))
 
     def sysctl(self, name: str) -> int | None:
         result = self.runner.run(["sysctl", "-n", name], mutating=False, check=False)
@@ -133,3 +191,9 @@ class FreeBSDBackend(Backend):
 
     def add_demotion(self, delta: int) -> None:
         self.runner.run(["sysctl", f"net.inet.carp.demotion={delta}"], mutating=True)
+
+
+def _bpf_problem() -> str | None:
+    from carphooks.backends import bpf
+
+    return bpf.unavailable()

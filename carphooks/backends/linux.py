@@ -22,6 +22,7 @@ from carphooks.runner import Runner
 from carphooks.state import StateDir
 
 IF_INET6 = Path("/proc/net/if_inet6")
+IPV6_CONF = Path("/proc/sys/net/ipv6/conf")
 IFA_F_DADFAILED = 0x08
 IFA_F_DEPRECATED = 0x20
 IFA_F_TENTATIVE = 0x40
@@ -220,7 +221,16 @@ class LinuxBackend(Backend):
         self.runner.preload()  # import the runner's machinery while answers arrive
         return prober.collect(timeout)
 
+    @staticmethod
+    def na_router_flag(ifname: str) -> bool:
+        """The NA Router flag Linux itself sets (``ndisc_send_unsol_na``): whether the
+        interface forwards IPv6 (``/proc/sys/net/ipv6/conf/IF/forwarding``)."""
+        try:
+            return int((IPV6_CONF / ifname / "forwarding").read_text().strip() or "0") > 0
+        except (OSError, ValueError):
+            return False
+
     def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:
         v4 = [a for a in addresses if isinstance(a, ipaddress.IPv4Interface)]
         v6 = [a for a in addresses if isinstance(a, ipaddress.IPv6Interface)]
-        announce.repeat(ifname, v4, v6)
+        announce.repeat(ifname, v4, v6, router=bool(v6) and self.na_router_flag(ifname))

@@ -20,14 +20,16 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 try:
+    from . import bpf as fakebpf
     from . import fakebsd_kernel as kernel
 except ImportError:  # imported as a plain module
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bpf as fakebpf  # type: ignore[no-redef]
     import fakebsd_kernel as kernel  # type: ignore[no-redef]
 
 BIN_DIR = Path(__file__).resolve().parent / "bin"
@@ -224,6 +226,26 @@ class FakeBSD:
     def garps(self) -> list[dict[str, Any]]:
         """Add-time gratuitous ARPs: [{"if", "addr", "count"}] (none for vhid addresses)."""
         return list(self._read()["garp"])
+
+    # ------------------------------------------------------------------ link, bpf(4)
+    def link_host(self, ifname: str, ip: str, mac: str) -> None:
+        """Another host on ``ifname``'s link holds ``ip`` and answers ARP for it (bpf.py)."""
+        with self._locked() as st:
+            fakebpf.set_link_host(st, ifname, ip, mac)
+
+    def link_host_gone(self, ifname: str, ip: str) -> None:
+        """The other host no longer holds ``ip``."""
+        with self._locked() as st:
+            fakebpf.set_link_host(st, ifname, ip, None)
+
+    def bpf_opener(self) -> Callable[[], fakebpf.FakeBpf]:
+        """Opens a fake ``/dev/bpf`` descriptor on this host (``FreeBSDBackend(bpf_opener=)``)."""
+        return lambda: fakebpf.FakeBpf(self.state_path)
+
+    def bpf_frames(self, ifname: str | None = None) -> list[bytes]:
+        """Every frame written to a fake bpf descriptor (on ``ifname``), oldest first."""
+        return [bytes.fromhex(f["frame"]) for f in self._read().get("bpf_sent", [])
+                if ifname is None or f["if"] == ifname]
 
     # ------------------------------------------------------------------ CARP
     def add_vhid(self, ifname: str, vhid: int, *, advbase: int = 1, advskew: int = 0,

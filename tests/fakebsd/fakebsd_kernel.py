@@ -106,6 +106,8 @@ SYSCTL_DEFAULTS: dict[str, int | str] = {
     "net.inet.carp.dscp": 56,
     "net.link.ether.inet.garp_rexmit_count": 0,
     "net.inet6.ip6.dad_count": 1,
+    "net.inet6.ip6.forwarding": 0,  # in6_proto.c; the NA Router flag follows it
+    "net.inet6.ip6.norbit_raif": 0,
     "kern.ostype": "FreeBSD",
 }
 SYSCTL_RELEASE_DERIVED = ("kern.osrelease", "kern.hostname")
