@@ -167,7 +167,14 @@ def _probe_then_take(ctx: Context, group: Group, window: float) -> bool:
     deadline = time.monotonic() + window
     reported: dict[str, str] = {}
     while True:
-        answered = ctx.backend.probe(ifname, v4, PROBE_LISTEN) or {}
+        try:
+            answered = ctx.backend.probe(ifname, v4, PROBE_LISTEN) or {}
+        except (CarphooksError, OSError) as exc:
+            # The guard is an extra: a MASTER that cannot probe takes the address as it
+            # did before the guard existed, rather than leaving it unheld.
+            ctx.log.warning(f"group {group.name}: ARP probe on {ifname} failed ({exc}); "
+                            "taking without it")
+            break
         if not answered:
             break
         for ip, mac in answered.items():

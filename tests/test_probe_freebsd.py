@@ -165,3 +165,21 @@ def test_probe_is_on_by_default_only_where_it_works(tmp_path: Path,
     linux = configmod.load(write_config(tmp_path / "d.toml",
                                         text.replace('"freebsd"', '"linux"')))
     assert configmod.resolve_probe(linux, None).groups[0].probe is True
+
+
+def test_master_takes_when_the_probe_itself_fails(on_fakebsd: FakeBSD, config: Path,
+                                                  syslog: SyslogServer) -> None:
+    """A bpf failure at run time (EPERM in a jail, ENETDOWN) must not leave a MASTER
+    without its addresses: the guard is an extra, so the take goes ahead, logged."""
+    bsd = on_fakebsd
+    ctx = freebsd_context(config, bsd)
+
+    def refused() -> FakeBpf:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), "/dev/bpf")
+
+    ctx.backend.bpf_opener = refused  # type: ignore[attr-defined]
+    bsd.set_carp_state("tap0", 1, "MASTER")
+    actions.carp_event(ctx, CarpEvent(1, "tap0", CarpState.MASTER))
+    assert {"203.0.113.10/24", "2001:db8:10::10/64"} <= addrs(bsd, "vtnet0")
+    assert any("ARP probe on vtnet0 failed" in t and "taking without it" in t
+               for t in syslog.texts())
