@@ -72,16 +72,17 @@ def vhid_commands(host: FakeBSD) -> list[list[str]]:
 # -- the 14.x reset, in the emulator --------------------------------------------------
 
 
-@pytest.mark.parametrize("release, after", [("14.1", "224.0.0.18"), ("15.0", PEER)])
-def test_emulator_resets_the_peer_on_14_only(tmp_path: Path, release: str, after: str) -> None:
-    host = fresh_host(tmp_path, release)
-    host.set_up("tap0", True)
-    host.ifconfig("tap0", "inet", "192.0.2.254/24", "vhid", "1", "peer", PEER, "alias")
-    assert host.carp("tap0")[1]["peer"] == PEER
-    host.ifconfig("tap0", "vhid", "1", "advskew", "2")
-    assert host.carp("tap0")[1]["peer"] == after
-    host.ifconfig("tap0", "vhid", "1", "advskew", "3", "peer", PEER)
-    assert host.carp("tap0")[1]["peer"] == PEER
+def test_emulator_resets_the_peer_on_14_only(tmp_path: Path) -> None:
+    """14.x: `vhid 1 advskew 2` sends the multicast defaults; 15.x keeps the peer."""
+    for release, after in (("14.1", "224.0.0.18"), ("15.0", PEER)):
+        host = fresh_host(tmp_path, release)
+        host.set_up("tap0", True)
+        host.ifconfig("tap0", "inet", "192.0.2.254/24", "vhid", "1", "peer", PEER, "alias")
+        assert host.carp("tap0")[1]["peer"] == PEER
+        host.ifconfig("tap0", "vhid", "1", "advskew", "2")
+        assert host.carp("tap0")[1]["peer"] == after, release
+        host.ifconfig("tap0", "vhid", "1", "advskew", "3", "peer", PEER)
+        assert host.carp("tap0")[1]["peer"] == PEER
 
 
 # -- tinc-up ---------------------------------------------------------------------------
