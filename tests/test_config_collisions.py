@@ -20,7 +20,6 @@ from setupkit import write_config as write_cluster
 from carphooks import config as configmod
 from carphooks.backends.base import Change, Interface
 from carphooks.backends.ifconfig_parse import AddrInfo
-from carphooks.engine import keep_primary, primary_address
 from carphooks.errors import ConfigError
 
 FLOATING = '"198.51.100.100/24", "2001:db8:100::100/64"'
@@ -141,6 +140,8 @@ def _remove(*texts: str) -> list[Change]:
 
 
 def test_keep_primary_rules() -> None:
+    from carphooks.engine import keep_primary, primary_address
+
     own = _iface(("203.0.113.11/24", None), ("203.0.113.10/24", None))
     assert primary_address(own) == ipaddress.ip_interface("203.0.113.11/24")
     # the primary goes and nothing would be left: refused, the other change kept
