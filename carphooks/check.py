@@ -9,7 +9,6 @@ FreeBSD ``sysctl -n``), both injectable for tests.
 from __future__ import annotations
 
 import os
-import shlex
 import stat
 import sys
 from collections.abc import Callable, Iterable
@@ -534,22 +533,9 @@ def runs_action(rule: devd.Rule, action: str, event: devd.Event) -> bool:
     runs carp-event with the same argv as carphooks' own rule."""
     try:
         want = devd.action_argv(action, event)
-        return any(want in _commands(devd.expand_action(a, event)) for a in rule.actions)
+        return any(want in devd.action_commands(a, event) for a in rule.actions)
     except ValueError:  # unbalanced quotes: devd's sh would fail too
         return False
-
-
-def _commands(line: str) -> list[list[str]]:
-    """The simple commands of a shell line, split at ``;``, ``&&``, ``||``, ``&``, ``|``."""
-    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
-    lexer.whitespace_split = True
-    commands: list[list[str]] = [[]]
-    for token in lexer:
-        if token and set(token) <= set(";&|"):
-            commands.append([])
-        else:
-            commands[-1].append(token)
-    return [c for c in commands if c]
 
 
 def _template_priority() -> int:

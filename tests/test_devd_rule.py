@@ -391,3 +391,9 @@ def test_a_merged_rule_running_carp_event_is_accepted(tmp_path: Path, rule_text:
     lines = _doctor_devd(tmp_path / "2", {"/usr/local/etc/devd/merged.conf": other},
                          rule_text)
     assert lines["devd shadowing"].status == check.FAIL
+
+
+def test_action_commands_split_like_sh() -> None:
+    event = devd.carp_event("220@lagg0_vlan220", "INIT")
+    assert devd.action_commands('/a $subsystem $type; /b x && /c "y z" | /d&', event) == [
+        ["/a", "220@lagg0_vlan220", "INIT"], ["/b", "x"], ["/c", "y z"], ["/d"]]
