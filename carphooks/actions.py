@@ -289,6 +289,11 @@ def tinc_up(ctx: Context, env: TincEnv) -> list[str]:
         ctx.log.warning(f"tinc node {env.name!r} has no [hosts.{env.name}] table in "
                         f"{ctx.config.path}")
     done: list[str] = []
+    groups = ctx.config.groups_on(env.interface)
+    secrets: dict[str, str | None] = {}
+    if ctx.config.topology == "tinc":  # refuse before any change (ConfigError, exit 6)
+        ctx.backend.check_carp_features(groups)  # e.g. unicast CARP before FreeBSD 14.0
+        secrets = {g.name: g.carp.secret() for g in groups}
     with ctx.state.lock(ctx.config.lock_timeout):
         if not ctx.dry_run:
             ctx.state.write("self.json", {"name": env.name, "time": time.time()})
@@ -298,16 +303,17 @@ def tinc_up(ctx: Context, env: TincEnv) -> list[str]:
                                                                       ctx.config.netname)
         done += ctx.backend.setup_vpn(env.interface, mac,
                                       host.vpn_address if host is not None else None)
-        groups = ctx.config.groups_on(env.interface)
         if ctx.config.topology == "tinc":
             reader = Reader(ctx)
             for group in groups:
                 current = reader.get(group.carp_interface)
                 if current is None:
                     continue
-                secret = group.carp.secret()
+                secret = secrets[group.name]
+                v4, v6 = ctx.config.peers_for(group, env.name)
                 done += ctx.backend.configure_carp(
-                    group, ctx.config.advskew_for(group, env.name), secret, current)
+                    group, ctx.config.advskew_for(group, env.name), secret, current,
+                    peer=v4[0] if v4 else None, peer6=v6[0] if v6 else None)
                 reader.forget(group.carp_interface)
         demotion.resync(ctx)
         outcomes = _reconcile_locked(ctx, groups, "tinc-up")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carphooks import config as configmod
 from carphooks import devd, render
@@ -22,6 +22,9 @@ from carphooks.config import Config
 from carphooks.errors import CarphooksError, ConfigError
 from carphooks.install import under
 from carphooks.render import KINDS, Target
+
+if TYPE_CHECKING:
+    from carphooks.backends.base import Backend
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CARP_TYPES = ("MASTER", "BACKUP", "INIT")
@@ -52,6 +55,7 @@ class Doctor:
     bindir: str | None = None
     interfaces: Callable[[], Iterable[str]] | None = None
     sysctl: Callable[[str], int | None] | None = None
+    osrelease: Callable[[], str | None] | None = None  # kern.osrelease (default: backend)
     backend_name: str | None = None
     checks: list[Check] = field(default_factory=list)
 
@@ -85,6 +89,7 @@ class Doctor:
             self.check_syslog(tgt)
         self.check_interfaces(config)
         self.check_sysctl(config)
+        self.check_unicast_release(config)
         return self.checks
 
     # ------------------------------------------------------------------ config
@@ -112,17 +117,24 @@ class Doctor:
             self.add("config private", OK, f"{self.config_path} is not writable by others{what}")
         for group in config.groups:
             pfile = group.carp.password_file
-            if pfile is None:
-                continue
-            name = f"password file {group.name}"
-            try:
-                configmod.check_private(pfile, secret=True, label=str(pfile))
-                group.carp.secret()
-            except ConfigError as exc:
-                self.add(name, FAIL, str(exc).split("; run: ")[0],
-                         _fix_from(exc, f"chown root {pfile}; chmod 0600 {pfile}"))
-            else:
+            secret = group.carp.password
+            if pfile is not None:
+                name = f"password file {group.name}"
+                try:
+                    configmod.check_private(pfile, secret=True, label=str(pfile))
+                    secret = group.carp.secret()
+                except ConfigError as exc:
+                    self.add(name, FAIL, str(exc).split("; run: ")[0],
+                             _fix_from(exc, f"chown root {pfile}; chmod 0600 {pfile}"))
+                    continue
                 self.add(name, OK, f"{pfile} is private")
+            if secret == configmod.SAMPLE_PASSWORD:
+                self.add(f"password {group.name}", FAIL, "the CARP password is the "
+                         "placeholder of carphooks.toml.sample: anyone who has read the "
+                         "sample can send advertisements for this vhid",
+                         f"put a password of your own ({configmod.PASSWORD_MAX} characters "
+                         f"at most, from {configmod.PASSWORD_CHARS}; e.g. openssl rand -hex 8) "
+                         "in password_file, the same on every host")
 
     def check_quorum(self, config: Config) -> None:
         voters = len(config.voters)
@@ -230,10 +242,17 @@ class Doctor:
                      "fix the file (devd refuses it too)")
             return
         ours_path = KINDS["devd"].dest
+        try:
+            our_action = devd.parse(render.render(tgt, "devd").text, "rendered").rules[0] \
+                .actions[0]
+        except (CarphooksError, devd.DevdSyntaxError, IndexError):
+            our_action = None
         events = [devd.carp_event(g.subsystem, t) for g in tgt.config.groups for t in CARP_TYPES]
         if not events:
             events = [devd.carp_event("1@tap0", t) for t in CARP_TYPES]
         problems: dict[str, str] = {}
+        hidden: dict[str, tuple[devd.Rule, list[str]]] = {}
+        merged: list[str] = []
         unmatched: list[str] = []
         ours_rules = [r for r in tree.rules if r.source == ours_path]
         ours_priority = ours_rules[0].priority if ours_rules else _template_priority()
@@ -243,7 +262,16 @@ class Doctor:
                 unmatched.append(event.line)
                 continue
             winner = rules[0]
+            # devd runs only the first matching rule (sbin/devd/devd.cc
+            # config::find_and_execute): every later match is silently skipped.
+            for rule in rules[1:]:
+                if rule.source != ours_path:
+                    hidden.setdefault(rule.where(), (rule, []))[1].append(event.get("type"))
             if winner.source == ours_path:
+                continue
+            if our_action is not None and runs_action(winner, our_action, event):
+                if winner.where() not in merged:
+                    merged.append(winner.where())
                 continue
             ours = next((r for r in rules if r.source == ours_path), None)
             how = (f"priority {winner.priority} >= {ours.priority} of carphooks' rule"
@@ -253,14 +281,24 @@ class Doctor:
         if problems:
             self.add("devd shadowing", FAIL, "; ".join(problems.values()) +
                      ": devd runs only the highest-priority matching rule",
-                     f"remove that rule or lower its priority below {ours_priority}, then "
-                     "service devd restart")
+                     f"remove that rule, lower its priority below {ours_priority}, or merge "
+                     "it (docs/walkthrough.md, 'Other CARP rules'), then service devd restart")
         elif unmatched:
             self.add("devd shadowing", FAIL, f"no devd rule matches {unmatched[0]}",
                      "carphooks install, then service devd restart")
         else:
-            self.add("devd shadowing", OK, f"carphooks' rule is the one devd runs for all "
-                     f"{len(events)} CARP event(s) of the configured groups")
+            via = f" (through the merged rule {', '.join(merged)})" if merged else ""
+            self.add("devd shadowing", OK, f"carp-event runs for all {len(events)} CARP "
+                     f"event(s) of the configured groups{via}")
+        if hidden:
+            listed = "; ".join(
+                f"{where} (notify {rule.priority}) for type "
+                f"{'/'.join(dict.fromkeys(types))}" for where, (rule, types) in hidden.items())
+            self.add("devd hidden rules", WARN, f"{listed}: matches the same CARP events "
+                     "but ranks below the rule that runs, so devd never runs its action",
+                     "merge its action into one rule that also runs carp-event, or delete it "
+                     "if carphooks replaces it (docs/walkthrough.md, 'Other CARP rules'), "
+                     "then service devd restart")
 
     def check_tinc(self, tgt: Target) -> None:
         config = tgt.config
@@ -423,20 +461,51 @@ class Doctor:
         elif garp is not None:
             self.add("garp_rexmit_count", OK, f"is {garp}")
 
-    def _backend_sysctl(self, config: Config,
-                        ) -> tuple[Callable[[str], int | None] | None, str]:
+    def check_unicast_release(self, config: Config) -> None:
+        """Unicast CARP (``peers``) needs FreeBSD 14.0+: refuse it on an older release."""
+        from carphooks.backends import freebsd
+
+        unicast = [g for g in config.groups if g.carp.peers or g.carp.peers6]
+        if not unicast:
+            return
+        release: str | None = None
+        if self.osrelease is not None:
+            release = self.osrelease()
+        elif self.sysctl is None:
+            backend, name = self._backend(config)
+            if backend is not None and name == "freebsd":
+                release = backend.sysctl_str("kern.osrelease")
+        problem = freebsd.unicast_refusal(unicast, release)
+        if problem is not None:
+            self.add("unicast CARP", FAIL, problem,
+                     "remove carp.peers/peers6 (multicast CARP; with topology \"tinc\" it "
+                     "crosses the VPN) or upgrade to FreeBSD 14")
+        elif freebsd.release_major(release) is None:
+            self.add("unicast CARP", WARN, "kern.osrelease could not be read: unicast CARP "
+                     "(carp.peers) needs FreeBSD 14.0 or later",
+                     "run carphooks check on the FreeBSD host itself")
+        else:
+            self.add("unicast CARP", OK, f"{release} has unicast CARP (peer, peer6)")
+
+    def _backend(self, config: Config) -> tuple[Backend | None, str]:
+        """The backend a hook would use here, and its name (or why there is none)."""
         from carphooks import actions
         from carphooks.log import Log
 
         try:
             log = Log(config.log_tag, config.syslog_socket, facility=config.syslog_facility,
                       mirror=False)
-            ctx = actions.build_context(config, log)
+            backend = actions.build_context(config, log).backend
         except CarphooksError as exc:
             return None, f"(unavailable: {exc})"
-        if ctx.backend.name != "freebsd":
-            return None, ctx.backend.name
-        return ctx.backend.sysctl, ctx.backend.name
+        return backend, backend.name
+
+    def _backend_sysctl(self, config: Config,
+                        ) -> tuple[Callable[[str], int | None] | None, str]:
+        backend, name = self._backend(config)
+        if backend is None or name != "freebsd":
+            return None, name
+        return backend.sysctl, name
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -467,6 +536,18 @@ def _exec_targets(text: str) -> list[str]:
             if Path(word).name in render.CONSOLE_SCRIPTS:
                 found.append(word)
     return found
+
+
+def runs_action(rule: devd.Rule, action: str, event: devd.Event) -> bool:
+    """Whether one of ``rule``'s commands for ``event`` is exactly ``action``'s command.
+
+    A merged rule (``action "CARP-EVENT ... $subsystem $type; /other/script ...";``)
+    runs carp-event with the same argv as carphooks' own rule."""
+    try:
+        want = devd.action_argv(action, event)
+        return any(want in devd.action_commands(a, event) for a in rule.actions)
+    except ValueError:  # unbalanced quotes: devd's sh would fail too
+        return False
 
 
 def _template_priority() -> int:
@@ -500,9 +581,10 @@ def _netifaces() -> list[str]:
 
 def run(config_path: Path, *, root: Path = Path("/"), host: str | None = None,
         bindir: str | None = None, interfaces: Callable[[], Iterable[str]] | None = None,
-        sysctl: Callable[[str], int | None] | None = None) -> Doctor:
+        sysctl: Callable[[str], int | None] | None = None,
+        osrelease: Callable[[], str | None] | None = None) -> Doctor:
     """Run every check; inspect ``.checks``, ``.failed`` and ``.as_json()``."""
     doctor = Doctor(config_path=config_path, root=root, host=host, bindir=bindir,
-                    interfaces=interfaces, sysctl=sysctl)
+                    interfaces=interfaces, sysctl=sysctl, osrelease=osrelease)
     doctor.run()
     return doctor

@@ -39,6 +39,21 @@ TOPOLOGIES = ("tinc", "unicast")
 QUORUM_MODES = ("majority", "none")
 MAX_ADVSKEW = 240
 
+# The CARP password. ifconfig copies it with strlcpy(carpr_key, pass, CARP_KEY_LEN)
+# (sbin/ifconfig/carp.c setcarp_callback; CARP_KEY_LEN 20 in sys/netinet/ip_carp.h), so
+# only the first 19 characters reach the kernel: a longer one is cut without a word.
+CARP_KEY_LEN = 20
+PASSWORD_MAX = CARP_KEY_LEN - 1
+# rc.conf aliases go through libexec/rc/network.subr, which eval's them
+# (ifalias_af_common) and expands a hex digit followed by "-" as an address range
+# (ifalias_af_common_handler): no shell metacharacter, no "-", no glob character.
+PASSWORD_CHARS = "A-Z a-z 0-9 _ . , : + = @ % /"  # noqa: S105 (a description)
+PASSWORD_RE = re.compile(r"[A-Za-z0-9_.,:+=@%/]+")
+# Words network.subr splits an alias list on (ifalias_af_common).
+RC_FAMILY_WORDS = frozenset({"inet", "inet6", "link", "ether"})
+# The placeholder of carphooks.toml.sample: valid, but ``carphooks check`` refuses it.
+SAMPLE_PASSWORD = "change.me"  # noqa: S105 (the public placeholder)
+
 
 def default_syslog_socket() -> str:
     """``/var/run/log`` on FreeBSD, ``/dev/log`` elsewhere."""
@@ -65,10 +80,9 @@ class CarpParams:
             except OSError as exc:
                 raise ConfigError(f"{self.password_file}: {exc.strerror}") from None
             value = text.strip()
-            if not value or any(c.isspace() for c in value):
-                raise ConfigError(
-                    f"{self.password_file}: the password must be one word without spaces"
-                )
+            problem = password_problem(value)
+            if problem is not None:
+                raise ConfigError(f"{self.password_file}: the password {problem}")
             return value
         return self.password
 
@@ -153,10 +167,41 @@ class Config:
             return entry.advskew
         return group.carp.advskew if group.carp.advskew is not None else 0
 
+    def peers_for(self, group: Group, host: str | None,
+                  ) -> tuple[list[ipaddress.IPv4Address], list[ipaddress.IPv6Address]]:
+        """The group's unicast peers as ``host`` sends to them (its own address and the
+        vhid's address left out); FreeBSD keeps the first of each family."""
+        entry = self.host(host)
+        own = entry.vpn_address.ip if entry is not None and entry.vpn_address is not None \
+            else None
+        carp_ip = group.carp.address.ip if group.carp.address is not None else None
+        v4 = [p for p in group.carp.peers if p not in (own, carp_ip)]
+        v6 = [p for p in group.carp.peers6 if p not in (own, carp_ip)]
+        return v4, v6
+
     @property
     def voters(self) -> tuple[str, ...]:
         """Every node that counts for quorum (members and witnesses)."""
         return self.nodes + tuple(w for w in self.witnesses if w not in self.nodes)
+
+
+def password_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a CARP password, or None; the text never quotes it."""
+    hidden = " (value not shown)"
+    if not value or any(c.isspace() for c in value):
+        return "must be one word without spaces" + hidden
+    if len(value) > PASSWORD_MAX:
+        return (f"is {len(value)} characters long, but ifconfig keeps only the first "
+                f"{PASSWORD_MAX} (CARP_KEY_LEN {CARP_KEY_LEN} with the final NUL): use at "
+                f"most {PASSWORD_MAX}" + hidden)
+    if not PASSWORD_RE.fullmatch(value):
+        return (f"holds a character other than {PASSWORD_CHARS}: rc.conf's network.subr "
+                "runs the ifconfig_IF_aliasN value through eval and reads a hex digit "
+                "followed by '-' as an address range" + hidden)
+    if value in RC_FAMILY_WORDS:
+        return ("is an address-family word (inet, inet6, link, ether), which rc.conf's "
+                "network.subr splits an alias list on" + hidden)
+    return None
 
 
 def locate(explicit: str | os.PathLike[str] | None) -> Path:
@@ -205,7 +250,11 @@ def load(path: Path, *, check_permissions: bool = True) -> Config:
         raise ConfigError(f"{label}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{label}: not valid UTF-8") from None
-    return parse(data, path=path, check_permissions=check_permissions)
+    config = parse(data, path=path, check_permissions=check_permissions)
+    if check_permissions and any(g.carp.password is not None for g in config.groups):
+        # an inline password makes the whole file a secret
+        check_private(path, secret=True, label=f"{label} (holds carp.password)")
+    return config
 
 
 class _Reader:
@@ -314,6 +363,10 @@ def parse_interface_address(text: object) -> IPInterface:
     return iface
 
 
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
 def _floating_address(reader: _Reader, name: str, text: object) -> IPInterface:
     try:
         iface = parse_interface_address(text)
@@ -323,6 +376,15 @@ def _floating_address(reader: _Reader, name: str, text: object) -> IPInterface:
     if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_loopback:
         raise reader.fail(name, f"{text!r} cannot be a floating address (link-local, "
                                 "multicast, unspecified or loopback)")
+    if iface.network.prefixlen == 0:
+        raise reader.fail(name, f"{text!r}: a /0 prefix would cover every address")
+    if isinstance(ip, ipaddress.IPv4Address) and (ip.is_reserved or ip in _THIS_NETWORK):
+        raise reader.fail(name, f"{text!r} cannot be a floating address (0.0.0.0/8, 240.0.0.0/4 "
+                                "or the limited broadcast 255.255.255.255)")
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped is not None
+                                                  or ip in _V4_COMPATIBLE):
+        raise reader.fail(name, f"{text!r} is an IPv4-mapped or IPv4-compatible IPv6 address: "
+                                "write the IPv4 address itself")
     if isinstance(iface, ipaddress.IPv4Interface) and iface.network.prefixlen < 31 and ip in (
         iface.network.network_address, iface.network.broadcast_address
     ):
@@ -473,6 +535,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
                             external_interface=ext_if, addresses=tuple(addresses),
                             carp=carp, probe=probe))
 
+    _refuse_own_addresses(label, hosts, groups)
     return Config(
         path=path, log_tag=log_tag, backend=backend, state_dir=Path(state_dir),
         syslog_socket=syslog_socket, topology=topology, quorum=quorum,
@@ -496,6 +559,30 @@ def resolve_probe(config: Config, problem: str | None) -> Config:
     return replace(config, groups=tuple(groups))
 
 
+def _refuse_own_addresses(label: str, hosts: Mapping[str, Host],
+                          groups: list[Group]) -> None:
+    """A floating address must not be an address a host keeps: a release would remove it."""
+    own: dict[IPAddress, str] = {}
+    for name, host in hosts.items():
+        if host.vpn_address is not None:
+            own.setdefault(host.vpn_address.ip, f"hosts.{name}.vpn_address")
+    for gi, group in enumerate(groups):
+        carp = group.carp
+        if carp.address is not None:
+            own.setdefault(carp.address.ip, f"group[{gi}].carp.address")
+        for pi, peer in enumerate(carp.peers):
+            own.setdefault(peer, f"group[{gi}].carp.peers[{pi}]")
+        for pi, peer6 in enumerate(carp.peers6):
+            own.setdefault(peer6, f"group[{gi}].carp.peers6[{pi}]")
+    for gi, group in enumerate(groups):
+        for ai, address in enumerate(group.addresses):
+            if address.ip in own:
+                raise ConfigError(
+                    f"{label}: group[{gi}].addresses[{ai}]: {address.ip} is also "
+                    f"{own[address.ip]}: a host's own address cannot float (releasing it "
+                    "would take it from the host)")
+
+
 def _carp_params(label: str, table: Mapping[str, Any], prefix: str,
                  check_permissions: bool) -> CarpParams:
     cr = _Reader(label, table, prefix)
@@ -509,14 +596,17 @@ def _carp_params(label: str, table: Mapping[str, Any], prefix: str,
         raise cr.fail("password", "set password or password_file, not both")
     if "password" in table:
         password = cr.str_("password")
-        if not password or any(c.isspace() for c in password):
-            raise cr.fail("password", "must be one word without spaces")
+        problem = password_problem(password)
+        if problem is not None:
+            raise cr.fail("password", problem)
     if "password_file" in table:
         password_file = Path(cr.str_("password_file"))
         if not password_file.is_absolute():
-            raise cr.fail("password_file", f"{str(password_file)!r} is not an absolute path")
+            # not echoed: a password pasted here by mistake must not reach a log
+            raise cr.fail("password_file", "is not an absolute path (value not shown)")
         if check_permissions:
             check_private(password_file, secret=True, label=f"{label}: {cr.key('password_file')}")
+            CarpParams(password_file=password_file).secret()  # valid content, or ConfigError
     peers: list[ipaddress.IPv4Address] = []
     for i, text in enumerate(cr.list_("peers")):
         try:

@@ -277,6 +277,20 @@ def action_argv(action: str, event: Event, *, quote: bool = True) -> list[str]:
     return shlex.split(expand_action(action, event, quote=quote))
 
 
+def action_commands(action: str, event: Event, *, quote: bool = True) -> list[list[str]]:
+    """argv of each simple command of an action, split at ``;``, ``&``, ``&&``, ``|``."""
+    lexer = shlex.shlex(expand_action(action, event, quote=quote), posix=True,
+                        punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    commands: list[list[str]] = [[]]
+    for token in lexer:
+        if token and set(token) <= set(";&|"):
+            commands.append([])
+        else:
+            commands[-1].append(token)
+    return [c for c in commands if c]
+
+
 # -- parsing -----------------------------------------------------------------------------
 
 _TOKEN = re.compile(

@@ -66,6 +66,43 @@ def plan(group: Group, hold: bool, current: Interface) -> list[Change]:
     return changes
 
 
+def primary_address(current: Interface) -> IPInterface | None:
+    """The interface's primary IPv4 address: the first one listed (None if CARP runs it).
+
+    FreeBSD keeps an interface's addresses in order and treats the first IPv4 one as
+    the primary: ``ifconfig IF inet A/P`` without ``alias`` replaces it
+    (sbin/ifconfig/af_inet.c ``in_delete_first_nl``). rc.conf's ``ifconfig_IF`` puts the
+    host's own address there at boot; floating aliases are appended after it."""
+    first = next((e for e in current.addresses if e.iface.version == 4), None)
+    return first.iface if first is not None and first.vhid is None else None
+
+
+def keep_primary(changes: list[Change], current: Interface,
+                 ) -> tuple[list[Change], list[str]]:
+    """Drop the changes that would take the interface's last IPv4 address; say why.
+
+    When the primary address would go and no other IPv4 address (of its own, not
+    CARP's) would be left, it is the host's own address listed as floating by
+    mistake: releasing it would cut the host off the interface. IPv6 is not
+    guarded (the link-local address stays, and hosts often have no IPv6 of their own).
+    """
+    primary = primary_address(current)
+    if primary is None or not any(c.op == "remove" and c.address.ip == primary.ip
+                                  for c in changes):
+        return changes, []
+    removed = {c.address.ip for c in changes if c.op == "remove"}
+    left = [e for e in current.addresses if e.iface.version == 4 and e.vhid is None
+            and e.iface.ip not in removed]
+    added = [c for c in changes if c.op == "add" and c.address.version == 4
+             and c.address.ip != primary.ip]
+    if left or added:
+        return changes, []
+    kept = [c for c in changes if c.address.ip != primary.ip]
+    return kept, [f"refusing to remove {primary.with_prefixlen} from {current.name}: it is "
+                  "the interface's primary IPv4 address and no other would be left (the "
+                  "host's own address?); take it out of the group's addresses"]
+
+
 class Engine:
     """Converge groups' floating addresses through one backend."""
 
@@ -120,7 +157,10 @@ class Engine:
                 if entry is not None and entry.vhid is not None:
                     o.warnings.append(f"{entry.iface.with_prefixlen} on {ifname} belongs to "
                                       f"CARP vhid {entry.vhid}: left to the kernel")
-            o.changes = plan(o.group, o.hold, iface)
+            o.changes, refused = keep_primary(plan(o.group, o.hold, iface), iface)
+            for message in refused:
+                o.errors.append(message)
+                self.log.error(message)
         changes = [c for o in members for c in o.changes]
         if not changes:
             for o in members:

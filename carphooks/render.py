@@ -29,8 +29,6 @@ MARKER = "carphooks-managed"
 PLACEHOLDER_RE = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 # Characters allowed in paths and names substituted into shell scripts and devd actions.
 SAFE_RE = re.compile(r"[A-Za-z0-9_./+:,=-]+")
-# A CARP password inside rc.conf double quotes: no quote, $, `, \ or whitespace.
-RC_SAFE_SECRET_RE = re.compile(r"[A-Za-z0-9_.,:;+=%@^~!#*?/()\[\]{}<>|&-]+")
 GARP_REXMIT_COUNT = 4
 # Where the syslogd drop-in sends every carphooks line (newsyslog creates and rotates it).
 SYSLOG_FILE = "/var/log/carphooks.log"
@@ -253,12 +251,7 @@ def connect_to(config: Config, host: str) -> str:
 def unicast_peers(config: Config, group: Group, host: str,
                   ) -> tuple[list[ipaddress.IPv4Address], list[ipaddress.IPv6Address]]:
     """The group's unicast peers as seen from ``host`` (its own address left out)."""
-    entry = config.host(host)
-    own = entry.vpn_address.ip if entry is not None and entry.vpn_address is not None else None
-    carp_ip = group.carp.address.ip if group.carp.address is not None else None
-    v4 = [p for p in group.carp.peers if p not in (own, carp_ip)]
-    v6 = [p for p in group.carp.peers6 if p not in (own, carp_ip)]
-    return v4, v6
+    return config.peers_for(group, host)
 
 
 def rc_aliases(tgt: Target) -> str:
@@ -272,11 +265,7 @@ def rc_aliases(tgt: Target) -> str:
             raise RenderError(f"group {group.name}: carp.address is required for "
                               "topology \"unicast\" (the vhid's address on "
                               f"{group.carp_interface})")
-        secret = carp.secret()
-        if secret is not None and not RC_SAFE_SECRET_RE.fullmatch(secret):
-            raise RenderError(f"group {group.name}: the CARP password holds a character "
-                              "rc.conf cannot carry inside double quotes (quote, $, `, \\ "
-                              "or a space); choose another password")
+        secret = carp.secret()  # config.password_problem() made it safe for network.subr
         v4, v6 = unicast_peers(config, group, host)
         index = counters.get(group.carp_interface, 0)
         counters[group.carp_interface] = index + 1

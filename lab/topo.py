@@ -426,6 +426,7 @@ advbase = 1
 advskew = {v["skew"]}
 password = "labpass"
 """,
+            0o600,  # holds the CARP password: carphooks refuses it readable by others
         )
 
     # ------------------------------------------------------------ daemons

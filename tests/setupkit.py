@@ -105,7 +105,7 @@ addresses = ["198.51.100.107/24"]
 
 [group.carp]
 address = "fd00:100::254/64"
-password = "db-pass"
+password = "db.pass"
 """
 
 TEMPLATES = {"tinc": TINC, "unicast": UNICAST}

@@ -429,6 +429,7 @@ def test_host_up_without_node_exit_2(bsd, tmp_path, syslog):
 def test_every_release_format(tmp_path, syslog, release):
     host = FakeBSD(tmp_path / f"r{release}", release=release)
     host.add_interface("vtnet0")
+    host.add_address("vtnet0", "203.0.113.11/24")  # its own (primary) address comes first
     host.add_interface("tap0", kind="tap")
     host.add_address("tap0", "192.0.2.11/24")
     host.add_vhid("tap0", 1)

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from setupkit import BINDIR, CONFIG_PATH, target, write_config
 
+from carphooks import check, devd, render
 from carphooks import config as configmod
-from carphooks import devd, render
 
 OURS = "/usr/local/etc/devd/carphooks.conf"
 
@@ -326,3 +326,74 @@ def test_rule_matches_exactly_the_documented_language(vhid: str, ifname: str,
         argv = devd.action_argv(rule_cfg.rules[0].actions[0], event)
         assert argv[-2:] == [subsystem, type_]
         assert shlex.join(argv)  # representable
+
+
+# -- carphooks check: rules ours hides, and merged rules -------------------------------
+# devd runs only the first matching rule (sbin/devd/devd.cc config::find_and_execute,
+# rules stable-sorted by priority in config::sort_vector): a CARP rule below ours
+# silently stops running.
+
+OLD_SCRIPT = """
+notify 100 {
+	match "system"		"CARP";
+	match "subsystem"	"[0-9]+@[0-9a-z]+";
+	match "type"		"(MASTER|BACKUP)";
+	action "/root/carp.sh $subsystem $type";
+};
+"""
+
+
+def _doctor_devd(tmp_path: Path, files: dict[str, str], rule_text: str,
+                 ) -> dict[str, check.Check]:
+
+    (tmp_path / "cfg").mkdir(parents=True, exist_ok=True)
+    cfg_path = write_config(tmp_path / "cfg" / "carphooks.toml")
+    tgt = target(configmod.load(cfg_path), "hA")
+    root = _tree(tmp_path, files, rule_text)
+    doc = check.Doctor(config_path=cfg_path, root=root)
+    doc.check_devd(tgt)
+    return {c.name: c for c in doc.checks}
+
+
+def test_check_lists_the_rules_ours_hides(tmp_path: Path, rule_text: str) -> None:
+    lines = _doctor_devd(tmp_path, {"/usr/local/etc/devd/old-carp.conf": OLD_SCRIPT,
+                                    "/etc/devd.conf": STOCK}, rule_text)
+    assert lines["devd shadowing"].status == check.OK
+    hidden = lines["devd hidden rules"]
+    assert hidden.status == check.WARN
+    assert "/usr/local/etc/devd/old-carp.conf:2 (notify 100) for type MASTER/BACKUP" in \
+        hidden.message
+    assert "never runs its action" in hidden.message
+    assert "merge" in hidden.fix and "walkthrough" in hidden.fix
+    assert "/etc/devd.conf" not in hidden.message  # stock rules match no CARP event
+    assert OURS not in hidden.message
+
+
+def test_a_merged_rule_running_carp_event_is_accepted(tmp_path: Path, rule_text: str) -> None:
+    """One rule above ours that runs carp-event (same argv) and then the old script:
+    check says OK and lists what that rule hides, but not carphooks' own rule."""
+    ours_action = devd.parse(rule_text, OURS).rules[0].actions[0]
+    merged = ('notify 300 {\n\tmatch "system" "CARP";\n'
+              '\tmatch "subsystem" "[0-9]+@[0-9a-z_.]+";\n'
+              '\tmatch "type" "(MASTER|BACKUP|INIT)";\n'
+              f'\taction "{ours_action}; /root/carp.sh $subsystem $type";\n}};\n')
+    lines = _doctor_devd(tmp_path, {"/usr/local/etc/devd/merged.conf": merged,
+                                    "/usr/local/etc/devd/old-carp.conf": OLD_SCRIPT},
+                         rule_text)
+    assert lines["devd shadowing"].status == check.OK, lines["devd shadowing"].line()
+    assert "merged rule /usr/local/etc/devd/merged.conf:1" in lines["devd shadowing"].message
+    assert "old-carp.conf:2" in lines["devd hidden rules"].message
+    assert OURS not in lines["devd hidden rules"].message
+    # the same rule running carp-event with another config is not a merge
+    other = merged.replace("--config /usr/local/etc/carphooks.toml",
+                           "--config /tmp/other.toml")
+    assert other != merged
+    lines = _doctor_devd(tmp_path / "2", {"/usr/local/etc/devd/merged.conf": other},
+                         rule_text)
+    assert lines["devd shadowing"].status == check.FAIL
+
+
+def test_action_commands_split_like_sh() -> None:
+    event = devd.carp_event("220@lagg0_vlan220", "INIT")
+    assert devd.action_commands('/a $subsystem $type; /b x && /c "y z" | /d&', event) == [
+        ["/a", "220@lagg0_vlan220", "INIT"], ["/b", "x"], ["/c", "y z"], ["/d"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 from carphooks.backends.ifconfig_parse import AddrInfo, CarpInfo
@@ -92,8 +92,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def configure_carp(self, group: Group, advskew: int, secret: str | None,
-                       current: Interface) -> list[str]:
-        """Create or update the group's vhid on its CARP interface; return what changed."""
+                       current: Interface, *, peer: IPv4Address | None = None,
+                       peer6: IPv6Address | None = None) -> list[str]:
+        """Create or update the group's vhid on its CARP interface; return what changed.
+
+        ``peer``/``peer6``: the unicast peer of each family (None: multicast)."""
+
+    def check_carp_features(self, groups: Sequence[Group]) -> None:  # noqa: B027
+        """Raise ConfigError when this system cannot run the groups' CARP settings."""
 
     def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:  # noqa: B027
         """Tell neighbours about addresses just taken (runs in a detached child)."""
@@ -112,6 +118,10 @@ class Backend(abc.ABC):
 
     def sysctl(self, name: str) -> int | None:
         """Read an integer sysctl; None where it does not exist."""
+        return None
+
+    def sysctl_str(self, name: str) -> str | None:
+        """Read a string sysctl (``kern.osrelease``); None where it does not exist."""
         return None
 
     def add_demotion(self, delta: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +14,7 @@ from carphooks.backends import announce
 from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
 from carphooks.backends.ifconfig_parse import ParseError, parse_one
 from carphooks.config import Group, IPInterface
-from carphooks.errors import CarphooksError, CommandError
+from carphooks.errors import CarphooksError, CommandError, ConfigError
 from carphooks.events import CarpState
 from carphooks.runner import Runner
 from carphooks.state import StateDir
@@ -20,10 +22,34 @@ from carphooks.state import StateDir
 if TYPE_CHECKING:
     from carphooks.backends.bpf import Opener
 
+# Unicast CARP (`peer`, `peer6`, `mcast`, `mcast6` in sbin/ifconfig/carp.c) exists from
+# FreeBSD 14.0 (commit 137818006de5, "carp: support unicast").
+UNICAST_MIN_MAJOR = 14
+CARP_GROUP = ipaddress.IPv4Address("224.0.0.18")  # INADDR_CARP_GROUP, the kernel's default
+CARP_GROUP6 = ipaddress.IPv6Address("ff02::12")
+_RELEASE_RE = re.compile(r"(\d+)\.\d+")
+
 
 def family(address: IPInterface) -> str:
     """``inet`` or ``inet6``."""
     return "inet6" if address.version == 6 else "inet"
+
+
+def release_major(release: str | None) -> int | None:
+    """The major version of a ``kern.osrelease`` value (14 for ``14.1-RELEASE-p3``)."""
+    match = _RELEASE_RE.match(release or "")
+    return int(match.group(1)) if match else None
+
+
+def unicast_refusal(groups: Sequence[Group], release: str | None) -> str | None:
+    """Why the groups' unicast peers cannot run on ``release`` (before 14.0), or None."""
+    major = release_major(release)
+    names = [g.name for g in groups if g.carp.peers or g.carp.peers6]
+    if major is None or major >= UNICAST_MIN_MAJOR or not names:
+        return None
+    return (f"group {', '.join(names)}: carp.peers/peers6 (unicast CARP) need FreeBSD "
+            f"{UNICAST_MIN_MAJOR}.0 or later, but this host runs {release} (its ifconfig has "
+            "no 'peer' keyword): remove the peers to use multicast, or upgrade")
 
 
 class FreeBSDBackend(Backend):
@@ -101,33 +127,65 @@ class FreeBSDBackend(Backend):
             done.append(f"brought {ifname} up")
         return done
 
+    @functools.cached_property
+    def os_release(self) -> str | None:
+        """``kern.osrelease`` (``14.1-RELEASE``), read once."""
+        return self.sysctl_str("kern.osrelease")
+
+    def check_carp_features(self, groups: Sequence[Group]) -> None:
+        problem = unicast_refusal(groups, self.os_release)
+        if problem is not None:
+            raise ConfigError(problem)
+
+    def peer_words(self, peer: ipaddress.IPv4Address | None,
+                   peer6: ipaddress.IPv6Address | None) -> list[str]:
+        """``peer A``/``mcast`` and ``peer6 B``/``mcast6`` for every vhid command on 14+.
+
+        14.x's ifconfig sends its multicast defaults with every SIOCSVH unless the
+        command names the peers (sbin/ifconfig/carp.c: carp_ctor() calls
+        setcarp_mcast()/setcarp_mcast6(), setcarp_callback() copies them), so
+        ``vhid N advskew S`` alone would turn a unicast vhid back to multicast.
+        Before 14 the words do not exist: nothing is added (peers are refused)."""
+        major = release_major(self.os_release)
+        explicit = major >= UNICAST_MIN_MAJOR if major is not None else bool(peer or peer6)
+        if not explicit:
+            if peer is not None or peer6 is not None:
+                raise ConfigError(f"unicast CARP needs FreeBSD {UNICAST_MIN_MAJOR}.0 or later; "
+                                  f"this host runs {self.os_release}")
+            return []
+        return ((["peer", str(peer)] if peer is not None else ["mcast"])
+                + (["peer6", str(peer6)] if peer6 is not None else ["mcast6"]))
+
     def configure_carp(self, group: Group, advskew: int, secret: str | None,
-                       current: Interface) -> list[str]:
+                       current: Interface, *, peer: ipaddress.IPv4Address | None = None,
+                       peer6: ipaddress.IPv6Address | None = None) -> list[str]:
         carp = group.carp
         ifname = group.carp_interface
         entry = current.carp.get(group.vhid)
         vhid_addr = next((a for a in current.addresses if a.vhid == group.vhid), None)
         if carp.address is None:
             raise CarphooksError(f"group {group.name}: carp.address is not set")
+        words = self.peer_words(peer, peer6)
+        sends_to = ", ".join(str(p) for p in (peer, peer6) if p is not None) or "multicast"
         if entry is None or vhid_addr is None or vhid_addr.iface != carp.address:
             argv = ["ifconfig", ifname, family(carp.address), carp.address.with_prefixlen,
                     "vhid", str(group.vhid), "advbase", str(carp.advbase),
                     "advskew", str(advskew)]
             if secret:
                 argv += ["pass", secret]
-            for peer in carp.peers:
-                argv += ["peer", str(peer)]
-            for peer6 in carp.peers6:
-                argv += ["peer6", str(peer6)]
+            argv += words
             argv.append("alias")
             self.runner.run(argv, mutating=True)
             return [f"configured vhid {group.vhid} on {ifname} ({carp.address.with_prefixlen}, "
-                    f"advbase {carp.advbase}, advskew {advskew})"]
-        if entry.advbase != carp.advbase or entry.advskew != advskew:
+                    f"advbase {carp.advbase}, advskew {advskew}, {sends_to})"]
+        moved = bool(words) and entry.peer is not None and (
+            _addr(entry.peer) != (peer or CARP_GROUP)
+            or _addr(entry.peer6) != (peer6 or CARP_GROUP6))
+        if entry.advbase != carp.advbase or entry.advskew != advskew or moved:
             self.runner.run(["ifconfig", ifname, "vhid", str(group.vhid), "advbase",
-                             str(carp.advbase), "advskew", str(advskew)], mutating=True)
+                             str(carp.advbase), "advskew", str(advskew), *words], mutating=True)
             return [f"updated vhid {group.vhid} on {ifname} to advbase {carp.advbase}, "
-                    f"advskew {advskew}"]
+                    f"advskew {advskew}, {sends_to}"]
         return []
 
     def probe_problem(self) -> str | None:
@@ -189,6 +247,11 @@ class FreeBSDBackend(Backend):
         except ValueError:
             return None
 
+    def sysctl_str(self, name: str) -> str | None:
+        result = self.runner.run(["sysctl", "-n", name], mutating=False, check=False)
+        value = result.stdout.strip()
+        return value if result.returncode == 0 and value else None
+
     def add_demotion(self, delta: int) -> None:
         self.runner.run(["sysctl", f"net.inet.carp.demotion={delta}"], mutating=True)
 
@@ -197,3 +260,11 @@ def _bpf_problem() -> str | None:
     from carphooks.backends import bpf
 
     return bpf.unavailable()
+
+
+def _addr(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer address from the ``peer`` line (None when absent or unreadable)."""
+    try:
+        return ipaddress.ip_address(text) if text else None
+    except ValueError:
+        return None

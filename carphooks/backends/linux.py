@@ -177,7 +177,8 @@ class LinuxBackend(Backend):
         return done
 
     def configure_carp(self, group: Group, advskew: int, secret: str | None,
-                       current: Interface) -> list[str]:
+                       current: Interface, *, peer: ipaddress.IPv4Address | None = None,
+                       peer6: ipaddress.IPv6Address | None = None) -> list[str]:
         return []  # no kernel CARP: ucarp or keepalived run the protocol
 
     @property

@@ -768,6 +768,7 @@ def create_iface(st: dict[str, Any], name: str, *, kind: str = "vtnet", mac: str
     return iface
 
 
+CARP_MCAST, CARP_MCAST6 = "224.0.0.18", "ff02::12"  # INADDR_CARP_GROUP, its IPv6 twin
 CARP_CMDS_ALL = {"vhid", "advbase", "advskew", "pass", "state"}
 CARP_CMDS_14 = {"peer", "peer6"}
 CARP_FLAGS_14 = {"mcast", "mcast6"}
@@ -791,6 +792,12 @@ def _configure(st: dict[str, Any], ifname: str, family: str, words: list[str],
     carp: dict[str, Any] = {"vhid": -1, "advskew": -1, "advbase": -1, "state": -1, "key": None,
                             "peer": None, "peer6": None, "version": 0, "prio": 0,
                             "interval": 0}
+    if major == 14:
+        # 14.x ifconfig: carp_ctor() presets the multicast peers (setcarp_mcast,
+        # setcarp_mcast6) and setcarp_callback() sends them with EVERY vhid command, so
+        # "vhid N advskew S" without peer/peer6 turns a unicast vhid back to multicast.
+        # Later ifconfig (15.x here) only sends the peers the command names.
+        carp["peer"], carp["peer6"] = CARP_MCAST, CARP_MCAST6
     carp_cmds = set(CARP_CMDS_ALL)
     carp_flags: set[str] = set()
     if major >= 14:
@@ -882,9 +889,9 @@ def _configure(st: dict[str, Any], ifname: str, family: str, words: list[str],
             _carp_word(carp, w, val)
         elif w in carp_flags:
             if w == "mcast":
-                carp["peer"] = "224.0.0.18"
+                carp["peer"] = CARP_MCAST
             else:
-                carp["peer6"] = "ff02::12"
+                carp["peer6"] = CARP_MCAST6
         elif w == "destroy":
             if iface["kind"] not in ("tap", "tun"):
                 raise Exit(1, "ifconfig: SIOCIFDESTROY: Invalid argument")
