@@ -15,6 +15,7 @@ cannot be written the next repair may simply come sooner.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -165,7 +166,8 @@ class Repairs:
             prefix = f"{tries}another host on the link answers for it (DAD failed); "
         if left is None:
             return prefix + "not repairable now"
-        return prefix + ("re-add due now" if left <= 0 else f"next re-add in {left:.0f} s")
+        return prefix + ("re-add due now" if left <= 0
+                         else f"next re-add in {math.ceil(left)} s")
 
     def stuck(self, ifname: str, address: IPInterface) -> bool:
         """Whether a tentative address has been so for longer than STUCK_AFTER."""

@@ -12,6 +12,7 @@ import ipaddress
 import itertools
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def test_reconcile_while_the_other_host_answers_backs_off(bsd, config, syslog):
     assert res.code == 1  # still unusable: an error, exit 1
     assert mutating(bsd) == [REMOVE, ADD]
     assert v6_flags(bsd) == ("duplicated",)  # DAD ran again and failed again
-    assert f"next re-add in {FIRST_RETRY:.0f} s" in res.out
+    assert re.search(rf"next re-add in [1-{FIRST_RETRY:.0f}] s", res.out), res.out
     record = json.loads((state_dir(config) / "dad.json").read_text())
     assert record["addresses"][f"vtnet0 {V6_IP}"]["attempts"] == 1
     # a repair is due again only after the backoff (here: recorded 8 attempts ago now)
