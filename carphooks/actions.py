@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 from carphooks import config as configmod
 from carphooks import demotion, detach
 from carphooks.backends.base import Interface
-from carphooks.config import Group
+from carphooks.config import Group, IPInterface
 from carphooks.context import Context as Context  # re-exported for the CLI
 from carphooks.context import build_context as build_context
 from carphooks.context import (
@@ -19,6 +20,7 @@ from carphooks.context import (
     current_quorum,
     in_maintenance,
 )
+from carphooks.dad import Repairs
 from carphooks.engine import Outcome, address_status, plan
 from carphooks.errors import CarphooksError, StateError, UsageError
 from carphooks.events import CarpEvent, CarpState, TincEnv
@@ -113,23 +115,82 @@ def apply_view(ctx: Context, view: GroupView, reader: Reader) -> Outcome:
 
 
 def finish(ctx: Context) -> None:
-    """Hand slow work (probes, announcements) to a detached child; the hook returns at once."""
-    if (not ctx.to_announce and not ctx.to_probe) or ctx.dry_run:
+    """Hand slow work (probes, announcements, DAD follow-up) to a detached child; the
+    hook returns at once."""
+    if (not ctx.to_announce and not ctx.to_probe and not ctx.to_watch) or ctx.dry_run:
         return
     jobs = list(ctx.to_announce)
     probes = list(ctx.to_probe)
+    watch = list(ctx.to_watch)
     ctx.to_announce.clear()
     ctx.to_probe.clear()
+    ctx.to_watch.clear()
 
     def work() -> None:
+        readded: list[tuple[str, list[IPInterface]]] = []
+        watcher = None
+        if watch:  # alongside the announcements: DAD ends within about a second
+            watcher = threading.Thread(target=lambda: readded.extend(watch_dad(ctx, watch)))
+            watcher.start()
         for ifname, addresses in jobs:
             ctx.backend.announce(ifname, addresses)
         for group in probes:
             probe_then_take(ctx, group)
-        for ifname, addresses in ctx.to_announce:
+        if watcher is not None:
+            watcher.join()
+        for ifname, addresses in [*ctx.to_announce, *readded]:
             ctx.backend.announce(ifname, addresses)
 
     detach.spawn(work, ctx.log)
+
+
+DAD_WATCH = 10.0  # seconds the detached child follows the DAD of addresses it took
+DAD_POLL = 0.5
+
+
+def watch_dad(ctx: Context, groups: Sequence[Group],
+              window: float = DAD_WATCH) -> list[tuple[str, list[IPInterface]]]:
+    """Follow IPv6 DAD of groups just taken; re-add a duplicated address once due.
+
+    FreeBSD does not retry DAD (carphooks/dad.py). At a failback the old master often
+    still holds the address for a moment, so the new master's copy ends duplicated;
+    once the old master let go, a remove + add runs DAD again and the address
+    becomes usable. Attempts are spaced by the recorded backoff, so a host that keeps
+    answering gets a few repairs here and then one per backoff from ``reconcile``.
+    Returns what was added again (to announce).
+    """
+    deadline = time.monotonic() + window
+    pending = list(groups)
+    readded: list[tuple[str, list[IPInterface]]] = []
+    while pending and time.monotonic() < deadline:
+        time.sleep(DAD_POLL)
+        still: list[Group] = []
+        for group in pending:
+            iface = ctx.engine.read(group.external_interface)
+            if iface is None or not any(
+                    address_status(iface, a) in ("tentative", "duplicated")
+                    for a in group.addresses):
+                continue  # settled (or gone): nothing more to follow
+            if not ctx.engine.repair_due(group, iface):
+                still.append(group)
+                continue
+            try:
+                with ctx.state.lock(ctx.config.lock_timeout):
+                    reader = Reader(ctx)
+                    view = observe(ctx, group, reader, current_quorum(ctx))
+                    if not view.decision.hold or view.external is None:
+                        continue  # no longer ours to hold: stop following it
+                    outcome = ctx.engine.converge(group, True, view.external)
+            except CarphooksError as exc:
+                ctx.log.warning(f"group {group.name}: DAD follow-up: {exc}")
+                still.append(group)
+                continue
+            still.append(group)
+            added = [c.address for c in outcome.done if c.op == "add"]
+            if added:
+                readded.append((group.external_interface, added))
+        pending = still
+    return readded
 
 
 PROBE_WINDOW = 30.0  # seconds to wait for another holder to let go
@@ -229,6 +290,9 @@ def carp_event(ctx: Context, event: CarpEvent) -> list[Outcome]:
         if not view.decision.hold and view.carp is CarpState.MASTER:
             ctx.log.warning(f"group {group.name}: MASTER but releasing: {view.decision.reason}")
         outcome = apply_view(ctx, view, reader)
+        if outcome.hold and not ctx.dry_run and any(
+                s in ("tentative", "duplicated") for s in outcome.held.values()):
+            ctx.to_watch.append(group)  # DAD still running, or it failed: follow it
     finish(ctx)
     return [outcome]
 
@@ -464,25 +528,20 @@ def status(ctx: Context) -> dict[str, Any]:
     maint = in_maintenance(ctx)
     reader = Reader(ctx)
     groups = []
+    repairs = Repairs(ctx.state, ctx.log, dry_run=True)  # read-only
     for group in ctx.config.groups:
         view = observe(ctx, group, reader, q)
         addrs = {a.with_prefixlen: address_status(view.external, a) for a in group.addresses}
-        held = [a for a, s in addrs.items() if s in ("held", "tentative", "duplicated")]
-        if view.decision.hold and len(held) < len(addrs):
-            verdict = "drift: should hold, missing " + ", ".join(
-                a for a, s in addrs.items() if s not in ("held", "tentative", "duplicated"))
-        elif not view.decision.hold and held:
-            verdict = "drift: should release, holds " + ", ".join(held)
-        elif any(s == "duplicated" for s in addrs.values()):
-            verdict = "duplicated address"
-        else:
-            verdict = "ok"
-        groups.append({
+        verdict, dad = _verdict(group, view, addrs, repairs)
+        entry: dict[str, Any] = {
             "name": group.name, "vhid": group.vhid, "carp_interface": group.carp_interface,
             "external_interface": group.external_interface, "carp": view.carp.value,
             "should_hold": view.decision.hold, "reason": view.decision.reason,
             "addresses": addrs, "verdict": verdict,
-        })
+        }
+        if dad:
+            entry["dad"] = dad
+        groups.append(entry)
     try:
         last = ctx.state.last_event()
     except StateError as exc:
@@ -499,6 +558,41 @@ def status(ctx: Context) -> dict[str, Any]:
     }
 
 
+PRESENT = ("held", "tentative", "duplicated")  # on the interface with the right prefix
+
+
+def _verdict(group: Group, view: GroupView, addrs: Mapping[str, str],
+             repairs: Repairs) -> tuple[str, dict[str, Any]]:
+    """A group's verdict, and DAD details of its tentative/duplicated addresses.
+
+    Only ``held`` counts as held: a duplicated address is unusable (another host on
+    the link answers for it) and so is one stuck tentative.
+    """
+    dad: dict[str, Any] = {}
+    problems: list[str] = []
+    ifname = group.external_interface
+    up = view.external.up if view.external is not None else False
+    for address in group.addresses:
+        text = address.with_prefixlen
+        status = addrs[text]
+        if status not in ("tentative", "duplicated"):
+            continue
+        note = repairs.describe(ifname, address, status, up)
+        dad[text] = {"status": status, "detail": note, **(repairs.info(ifname, address) or {})}
+        if view.decision.hold and (status == "duplicated"
+                                   or repairs.stuck(ifname, address)):
+            problems.append(f"{text} {status} ({note})")
+    if view.decision.hold:
+        missing = [a for a, s in addrs.items() if s not in PRESENT]
+        if missing:
+            problems.insert(0, "drift: should hold, missing " + ", ".join(missing))
+    else:
+        present = [a for a, s in addrs.items() if s in PRESENT]
+        if present:
+            problems.insert(0, "drift: should release, holds " + ", ".join(present))
+    return ("; ".join(problems) or "ok"), dad
+
+
 def nagios(report: Mapping[str, Any], max_event_age: float | None = None) -> tuple[int, str]:
     """One monitoring-plugin line and its code: 0 OK, 1 WARNING, 2 CRITICAL."""
     crit: list[str] = []
@@ -506,12 +600,12 @@ def nagios(report: Mapping[str, Any], max_event_age: float | None = None) -> tup
     parts: list[str] = []
     for g in report["groups"]:
         addrs = g["addresses"]
-        held = sum(1 for v in addrs.values() if v in ("held", "tentative", "duplicated"))
+        held = sum(1 for v in addrs.values() if v == "held")
         parts.append(f"{g['name']} {g['carp']} {held}/{len(addrs)} held")
         if g["verdict"] != "ok":
             crit.append(f"{g['name']}: {g['verdict']}")
-        if any(v == "tentative" for v in addrs.values()):
-            warn.append(f"{g['name']}: tentative address")
+        elif g["should_hold"] and any(v == "tentative" for v in addrs.values()):
+            warn.append(f"{g['name']}: tentative address (DAD running)")
     q = report["quorum"]
     if not q["ok"]:
         warn.append(q["reason"])

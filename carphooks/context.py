@@ -11,6 +11,7 @@ from carphooks import config as configmod
 from carphooks.backends import get_backend
 from carphooks.backends.base import Backend
 from carphooks.config import Config, Group, IPInterface
+from carphooks.dad import Repairs
 from carphooks.engine import Engine
 from carphooks.errors import StateError, UsageError
 from carphooks.log import Log
@@ -35,6 +36,7 @@ class Context:
     host: str | None = None
     to_announce: list[tuple[str, list[IPInterface]]] = field(default_factory=list)
     to_probe: list[Group] = field(default_factory=list)
+    to_watch: list[Group] = field(default_factory=list)  # IPv6 DAD to follow (dad.py)
 
 
 def build_context(config: Config, log: Log, *, dry_run: bool = False,
@@ -44,7 +46,8 @@ def build_context(config: Config, log: Log, *, dry_run: bool = False,
     state = StateDir(config.state_dir)
     backend = get_backend(config.backend, runner, state, config.demotion_file)
     config = configmod.resolve_probe(config, backend.probe_problem())
-    engine = Engine(backend, log, dry_run=dry_run)
+    engine = Engine(backend, log, dry_run=dry_run,
+                    repairs=Repairs(state, log, dry_run=dry_run))
     ctx = Context(config=config, log=log, runner=runner, state=state, backend=backend,
                   engine=engine, dry_run=dry_run, host=host)
     return ctx

@@ -6,11 +6,12 @@ mutating command; one failing address does not stop the others.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
 from carphooks.config import Group, IPInterface
+from carphooks.dad import Repairs
 from carphooks.errors import CarphooksError
 from carphooks.log import Log
 
@@ -49,8 +50,14 @@ def address_status(iface: Interface | None, wanted: IPInterface) -> str:
     return "held"
 
 
-def plan(group: Group, hold: bool, current: Interface) -> list[Change]:
-    """The changes that bring ``current`` to the desired state (exact comparison)."""
+def plan(group: Group, hold: bool, current: Interface,
+         readd: Collection[IPInterface] = ()) -> list[Change]:
+    """The changes that bring ``current`` to the desired state (exact comparison).
+
+    ``readd``: held addresses to remove and add again (an IPv6 address that is
+    duplicated or stuck tentative, see carphooks/dad.py); the add runs only after
+    its remove succeeded.
+    """
     changes: list[Change] = []
     ifname = group.external_interface
     for wanted in group.addresses:
@@ -58,7 +65,7 @@ def plan(group: Group, hold: bool, current: Interface) -> list[Change]:
         if hold:
             if entry is None:
                 changes.append(Change("add", ifname, wanted))
-            elif entry.iface != wanted and entry.vhid is None:
+            elif entry.vhid is None and (entry.iface != wanted or wanted in readd):
                 changes.append(Change("remove", ifname, entry.iface))
                 changes.append(Change("add", ifname, wanted))
         elif entry is not None and entry.vhid is None:
@@ -103,13 +110,21 @@ def keep_primary(changes: list[Change], current: Interface,
                   "host's own address?); take it out of the group's addresses"]
 
 
+def readds(changes: Sequence[Change]) -> set[Change]:
+    """The adds of a remove + add of the very same address (a re-add)."""
+    removed = {c.address for c in changes if c.op == "remove"}
+    return {c for c in changes if c.op == "add" and c.address in removed}
+
+
 class Engine:
     """Converge groups' floating addresses through one backend."""
 
-    def __init__(self, backend: Backend, log: Log, *, dry_run: bool = False) -> None:
+    def __init__(self, backend: Backend, log: Log, *, dry_run: bool = False,
+                 repairs: Repairs | None = None) -> None:
         self.backend = backend
         self.log = log
         self.dry_run = dry_run
+        self.repairs = repairs  # None: duplicated addresses are reported, never re-added
 
     def read(self, ifname: str) -> Interface | None:
         """Read an interface; None when it does not exist (the caller says what that means)."""
@@ -134,9 +149,48 @@ class Engine:
         by_if: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             by_if.setdefault(outcome.group.external_interface, []).append(outcome)
+        if self.repairs is not None:
+            self.repairs.begin()  # read under the caller's lock, when first needed
         for ifname, members in by_if.items():
             self._converge_interface(ifname, members, current)
+        if self.repairs is not None:
+            self.repairs.save()
         return outcomes
+
+    def _readd(self, outcome: Outcome, iface: Interface) -> list[IPInterface]:
+        """Held addresses of a group to hold that need a DAD repair now."""
+        if not outcome.hold or self.repairs is None:
+            return []
+        due: list[IPInterface] = []
+        for wanted in outcome.group.addresses:
+            status = address_status(iface, wanted)
+            entry = iface.find(wanted)
+            if status == "held":
+                self.repairs.held(iface.name, wanted)
+            elif status in ("duplicated", "tentative") and entry is not None \
+                    and entry.vhid is None and \
+                    self.repairs.due(iface.name, wanted, status, iface.up):
+                if not self.dry_run:
+                    self.log.info(f"{wanted.with_prefixlen} on {iface.name} is {status}: "
+                                  "removing and adding it again so DAD runs afresh")
+                due.append(wanted)
+        return due
+
+    def repair_due(self, group: Group, iface: Interface) -> bool:
+        """Whether converging ``group`` now would re-add an address (records nothing)."""
+        if self.repairs is None:
+            return False
+        # a fresh reader: this runs without the lock, maybe beside a converge
+        peek = Repairs(self.repairs.state, self.log, dry_run=True, clock=self.repairs.clock)
+        for wanted in group.addresses:
+            status = address_status(iface, wanted)
+            entry = iface.find(wanted)
+            if status in ("duplicated", "tentative") and entry is not None \
+                    and entry.vhid is None:
+                left = peek.wait(iface.name, wanted, status, iface.up)
+                if left is not None and left <= 0:
+                    return True
+        return False
 
     def _converge_interface(self, ifname: str, members: list[Outcome],
                             current: dict[str, Interface]) -> None:
@@ -157,7 +211,8 @@ class Engine:
                 if entry is not None and entry.vhid is not None:
                     o.warnings.append(f"{entry.iface.with_prefixlen} on {ifname} belongs to "
                                       f"CARP vhid {entry.vhid}: left to the kernel")
-            o.changes, refused = keep_primary(plan(o.group, o.hold, iface), iface)
+            o.changes, refused = keep_primary(
+                plan(o.group, o.hold, iface, self._readd(o, iface)), iface)
             for message in refused:
                 o.errors.append(message)
                 self.log.error(message)
@@ -167,7 +222,16 @@ class Engine:
                 o.held = {str(a): address_status(iface, a) for a in o.group.addresses}
                 self._report_flags(o, iface)
             return
-        failed = dict(self.backend.apply(changes))
+        # A re-add's add waits for its remove: adding an address that is still there
+        # would clear ``duplicated`` without DAD (in6_update_ifa_internal).
+        second = readds(changes)
+        failed = dict(self.backend.apply([c for c in changes if c not in second]))
+        for change in second:
+            undone = Change("remove", change.interface, change.address)
+            if undone in failed:
+                failed[change] = "not added again: removing it failed"
+        failed.update(self.backend.apply([c for c in changes
+                                          if c in second and c not in failed]))
         if self.dry_run:
             for o in members:
                 o.done = list(o.changes)
@@ -183,16 +247,25 @@ class Engine:
         for o in members:
             self._verify(o, ifname, after, failed)
             o.held = {str(a): address_status(after, a) for a in o.group.addresses}
+            if o.hold and self.repairs is not None:
+                for a in o.group.addresses:
+                    if o.held[str(a)] == "held":
+                        self.repairs.held(ifname, a)
             self._report_flags(o, after)
 
     def _verify(self, outcome: Outcome, ifname: str, after: Interface,
                 failed: dict[Change, str]) -> None:
+        again = readds(outcome.changes)
         for change in outcome.changes:
             now = after.find(change.address)
             if change.op == "add":
-                ok = now is not None and now.iface == change.address
+                ok = now is not None and now.iface == change.address and not (
+                    change in again and change in failed)  # its remove failed: not new
                 if ok:
-                    self.log.notice(f"Assigned {change.address.with_prefixlen} on {ifname}.")
+                    self.log.notice(f"{'Re-added' if change in again else 'Assigned'} "
+                                    f"{change.address.with_prefixlen} on {ifname}.")
+            elif Change("add", change.interface, change.address) in again:
+                ok = change not in failed  # verified by its add
             else:
                 ok = now is None or (now.iface != change.address and any(
                     c.op == "add" and c.address.ip == change.address.ip
@@ -212,14 +285,22 @@ class Engine:
     def _report_flags(self, outcome: Outcome, iface: Interface) -> None:
         if not outcome.hold:
             return
-        for text, status in outcome.held.items():
+        for wanted in outcome.group.addresses:
+            status = outcome.held.get(str(wanted))
+            if status not in ("duplicated", "tentative"):
+                continue
+            why = (self.repairs.describe(iface.name, wanted, status, iface.up)
+                   if self.repairs is not None else
+                   "another host on the link answers for it (DAD failed)"
+                   if status == "duplicated" else "duplicate address detection running")
+            msg = f"{wanted} on {iface.name} is {status}: {why}"
             if status == "duplicated":
-                msg = (f"{text} on {iface.name} is duplicated: another host on the link "
-                       "answers for it (DAD failed)")
                 outcome.errors.append(msg)
                 self.log.error(msg)
-            elif status == "tentative":
-                msg = f"{text} on {iface.name} is tentative: duplicate address detection running"
+            elif self.repairs is not None and self.repairs.stuck(iface.name, wanted):
+                outcome.warnings.append(msg)
+                self.log.warning(msg)
+            else:
                 outcome.warnings.append(msg)
                 self.log.info(msg)
 

@@ -284,7 +284,7 @@ def test_readd_ipv6_in_place(bsd14: FakeBSD) -> None:
     ok(bsd14, "ifconfig", "vtnet0", "inet6", "2001:db8::1/64", "alias")
     ok(bsd14, "ifconfig", "vtnet0", "inet6", "2001:db8::1/64", "alias")
     assert len(bsd14.addresses("vtnet0")) == 1
-    assert bsd14.readd_count() == 0
+    assert bsd14.readd_count() == 1  # updated in place (in6_update_ifa), counted
 
 
 def test_carp_lifecycle(bsd14: FakeBSD) -> None:
@@ -446,3 +446,180 @@ def test_env_path(bsd14: FakeBSD) -> None:
     r = subprocess.run(["sh", "-c", "command -v ifconfig"], env=env, capture_output=True,
                        text=True)
     assert r.stdout.strip() == str(BIN_DIR / "ifconfig")
+
+
+# --------------------------------------------------------------------------- IPv6 DAD, re-add,
+# interface up on add, lifetimes (issue 9 items 1 and 8; sources in tests/fakebsd/README.md)
+
+V6 = "2001:db8::5"
+
+
+def v6_line(b: FakeBSD, ifname: str = "vtnet0", *opts: str) -> str:
+    """The ``inet6`` line of V6 in ``ifconfig [opts] IF`` (one read)."""
+    lines = [ln for ln in ok(b, "ifconfig", *opts, ifname).splitlines()
+             if ln.startswith(f"\tinet6 {V6} ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_ipv6_prefix_change_is_einval(bsd: FakeBSD) -> None:
+    ok(bsd, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "alias")
+    err = fail(bsd, "ifconfig", "vtnet0", "inet6", f"{V6}/80", "alias")
+    assert err == "ifconfig: ioctl (SIOCAIFADDR): Invalid argument\n"
+    assert [str(a[0]) for a in bsd.addresses("vtnet0")] == [f"{V6}/64"]
+
+
+def test_readd_ipv6_vhid_address_bounces_carp(bsd: FakeBSD) -> None:
+    ok(bsd, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "vhid", "1", "alias")
+    bsd.set_carp_state("vtnet0", 1, "MASTER")
+    bsd.clear_events()
+    ok(bsd, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "vhid", "1", "alias")
+    assert bsd.events() == ["!system=CARP subsystem=1@vtnet0 type=INIT",
+                            "!system=CARP subsystem=1@vtnet0 type=BACKUP"]
+    assert bsd.carp_state("vtnet0", 1) == "BACKUP"
+
+
+def test_adding_ipv4_to_a_down_interface_brings_it_up(bsd: FakeBSD) -> None:
+    major = int(bsd.release.split(".")[0])
+    bsd.add_address("vtnet0", "192.0.2.1/24", vhid=1)
+    ok(bsd, "ifconfig", "vtnet0", "down")
+    assert bsd.carp_state("vtnet0", 1) == "INIT"
+    assert bsd.sysctl("net.inet.carp.demotion") == 240
+    ok(bsd, "ifconfig", "vtnet0", "inet", "198.51.100.7/24", "alias")
+    assert ok(bsd, "ifconfig", "vtnet0").startswith("vtnet0: flags=" + (
+        "1008843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST,LOWER_UP>" if major >= 14
+        else "8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST>"))
+    if major >= 14:  # netlink: if_up() re-runs CARP
+        assert bsd.carp_state("vtnet0", 1) == "BACKUP"
+        assert bsd.sysctl("net.inet.carp.demotion") == 0
+    else:  # ioctl: IFF_UP set by the driver, CARP not told
+        assert bsd.carp_state("vtnet0", 1) == "INIT"
+        assert bsd.sysctl("net.inet.carp.demotion") == 240
+
+
+def test_first_ipv6_address_brings_interface_up_later_ones_do_not(tmp_path: Path) -> None:
+    b = FakeBSD(tmp_path)
+    b.add_interface("vtnet0", up=False)
+    ok(b, "ifconfig", "vtnet0", "inet6", "2001:db8::1/64", "alias")
+    assert b.interface("vtnet0")["up"]
+    ok(b, "ifconfig", "vtnet0", "down")
+    ok(b, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "alias")
+    assert not b.interface("vtnet0")["up"]
+    assert "tentative" in v6_line(b)  # no DAD while down (in6if_do_dad: EAGAIN)
+    ok(b, "ifconfig", "vtnet0", "up")  # in6_if_up()
+    assert v6_line(b) == f"\tinet6 {V6} prefixlen 64"
+
+
+def test_lifetimes_printed_on_14_without_L(tmp_path: Path) -> None:
+    b = FakeBSD(tmp_path, release="14.1")
+    b.add_interface("vtnet0")
+    ok(b, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "pltime", "1800", "vltime", "3600", "alias")
+    ok(b, "ifconfig", "vtnet0", "inet6", "2001:db8::6/64", "pltime", "0x80", "vltime", "0400",
+       "alias")
+    out = ok(b, "ifconfig", "vtnet0")
+    assert f"\tinet6 {V6} prefixlen 64 pltime 1800 vltime 3600\n" in out
+    assert "\tinet6 2001:db8::6 prefixlen 64 pltime 128 vltime 256\n" in out
+    b.advance_clock(1801)
+    assert v6_line(b) == f"\tinet6 {V6} prefixlen 64 deprecated pltime 1800 vltime 3600"
+    b.advance_clock(1800)
+    assert V6 not in ok(b, "ifconfig", "vtnet0")
+
+
+def test_lifetimes_printed_on_13_only_with_L(tmp_path: Path) -> None:
+    b = FakeBSD(tmp_path, release="13.2")
+    b.add_interface("vtnet0")
+    ok(b, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "pltime", "1800", "vltime", "3600", "alias")
+    assert v6_line(b) == f"\tinet6 {V6} prefixlen 64"
+    b.advance_clock(100)
+    m = re.fullmatch(rf"\tinet6 {V6} prefixlen 64 pltime (\d+) vltime (\d+)",
+                     v6_line(b, "vtnet0", "-L"))
+    assert m and 1690 <= int(m[1]) <= 1700 and int(m[2]) == int(m[1]) + 1800, m
+    ok(b, "ifconfig", "vtnet0", "inet6", "2001:db8::6/64", "alias")
+    assert "\tinet6 2001:db8::6 prefixlen 64\n" in ok(b, "ifconfig", "-L", "vtnet0")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["inet6", f"{V6}/64", "pltime", "soon", "alias"], "ifconfig: invalid pltime\n"),
+    (["inet", "192.0.2.1/24", "vltime", "60", "alias"],
+     "ifconfig: vltime not allowed for the AF\n"),
+    (["inet6", f"{V6}/64", "pltime", "70", "vltime", "60", "alias"],
+     "ifconfig: ioctl (SIOCAIFADDR): Invalid argument\n"),
+    # pltime stays infinite (ND6_INFINITE_LIFETIME), larger than vltime
+    (["inet6", f"{V6}/64", "vltime", "60", "alias"],
+     "ifconfig: ioctl (SIOCAIFADDR): Invalid argument\n"),
+])
+def test_lifetime_errors(bsd14: FakeBSD, argv: list[str], message: str) -> None:
+    assert fail(bsd14, "ifconfig", "vtnet0", *argv) == message
+    assert bsd14.addresses("vtnet0") == []
+
+
+def test_dad_neighbour_duplicated_readd_clears_remove_add_reruns(bsd: FakeBSD) -> None:
+    bsd.neighbour("vtnet0", V6, "58:9c:fc:00:00:99")
+    ok(bsd, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "alias")
+    assert v6_line(bsd) == f"\tinet6 {V6} prefixlen 64 duplicated"
+    assert "vtnet0: DAD complete for 2001:db8::5 - duplicate found" in bsd.kernel_log()
+    # re-adding only clears the flag, without DAD: the address is usable although
+    # the neighbour still answers for it (in6_update_ifa_internal)
+    ok(bsd, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "alias")
+    assert v6_line(bsd) == f"\tinet6 {V6} prefixlen 64"
+    ok(bsd, "ifconfig", "vtnet0", "inet6", V6, "-alias")
+    ok(bsd, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "alias")
+    assert v6_line(bsd) == f"\tinet6 {V6} prefixlen 64 duplicated"
+    bsd.neighbour_gone("vtnet0", V6)
+    assert bsd.neighbours("vtnet0") == {}
+    ok(bsd, "ifconfig", "vtnet0", "inet6", V6, "-alias")
+    ok(bsd, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "alias")
+    assert v6_line(bsd) == f"\tinet6 {V6} prefixlen 64"
+
+
+def test_dad_neighbour_on_another_link_does_not_count(bsd14: FakeBSD) -> None:
+    bsd14.add_interface("vtnet1")
+    bsd14.neighbour("vtnet1", V6)
+    ok(bsd14, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "alias")
+    assert v6_line(bsd14) == f"\tinet6 {V6} prefixlen 64"
+
+
+def test_dad_timed_and_manual(tmp_path: Path) -> None:
+    b = FakeBSD(tmp_path, dad="timed")
+    b.add_interface("vtnet0")
+    ok(b, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "alias")
+    assert v6_line(b).endswith(" tentative")
+    assert v6_line(b).endswith(" tentative")  # reads do not end a timed DAD
+    b.advance_clock(1.0)  # dad_count 1 x retrans 1 s
+    assert v6_line(b) == f"\tinet6 {V6} prefixlen 64"
+    b.set_dad("manual")
+    b.neighbour("vtnet0", "2001:db8::6")
+    ok(b, "ifconfig", "vtnet0", "inet6", "2001:db8::6/64", "alias")
+    b.advance_clock(60)
+    assert b.addresses("vtnet0")[1][2] == ("tentative",)
+    assert b.complete_dad("vtnet0") == 1
+    assert b.addresses("vtnet0")[1][2] == ("duplicated",)
+
+
+def test_nd6_timer_marks_addresses_tentative_while_down(bsd14: FakeBSD) -> None:
+    bsd14.neighbour("vtnet0", V6)
+    ok(bsd14, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "alias")
+    ok(bsd14, "ifconfig", "vtnet0", "inet6", "2001:db8::6/64", "alias")
+    assert "duplicated" in v6_line(bsd14)
+    ok(bsd14, "ifconfig", "vtnet0", "down")
+    out = ok(bsd14, "ifconfig", "vtnet0")
+    assert f"\tinet6 {V6} prefixlen 64 tentative\n" in out  # DUPLICATED cleared
+    assert "\tinet6 2001:db8::6 prefixlen 64 tentative\n" in out
+    bsd14.neighbour_gone("vtnet0", V6)
+    ok(bsd14, "ifconfig", "vtnet0", "up")
+    out = ok(bsd14, "ifconfig", "vtnet0")
+    assert f"\tinet6 {V6} prefixlen 64\n" in out
+    assert "\tinet6 2001:db8::6 prefixlen 64\n" in out
+
+
+def test_ifdisabled_transitions(bsd14: FakeBSD) -> None:
+    ok(bsd14, "ifconfig", "vtnet0", "inet6", f"{V6}/64", "alias")
+    ok(bsd14, "ifconfig", "vtnet0", "inet6", "ifdisabled")
+    assert v6_line(bsd14).endswith(" tentative")
+    assert bsd14.nd6_flags("vtnet0") & 0x8
+    ok(bsd14, "ifconfig", "vtnet0", "inet6", "-ifdisabled")  # in6_if_up(): DAD
+    assert v6_line(bsd14) == f"\tinet6 {V6} prefixlen 64"
+    ok(bsd14, "ifconfig", "vtnet0", "inet6", "ifdisabled")
+    ok(bsd14, "ifconfig", "vtnet0", "inet6", "2001:db8::6/64", "alias")  # clears it
+    assert not bsd14.nd6_flags("vtnet0") & 0x8
+    assert v6_line(bsd14) == f"\tinet6 {V6} prefixlen 64"

@@ -60,7 +60,9 @@ class FakeBSD:
         return kernel.locked_state(str(self.state_path))
 
     def _read(self) -> dict[str, Any]:
-        with kernel.locked_state(str(self.state_path), write=False) as st:
+        """The kernel state now (its timers run first, as before every tool call)."""
+        with kernel.locked_state(str(self.state_path)) as st:
+            kernel.kernel_tick(st)
             return st
 
     def _major(self) -> int:
@@ -106,6 +108,7 @@ class FakeBSD:
             if link_local:
                 kernel.add_inet6(st, name, _eui64_link_local(iface["mac"] or "02:00:00:00:00:01"),
                                  64)
+                iface["up"] = up  # the driver ioctl of that add must not change set-up
 
     def remove_interface(self, name: str) -> None:
         with self._locked() as st:
@@ -119,11 +122,14 @@ class FakeBSD:
         return self._read()["ifaces"][name]
 
     def set_up(self, ifname: str, up: bool) -> None:
-        """Administrative up/down, like ``ifconfig IF up|down`` (vhids go INIT on down)."""
+        """Administrative up/down, like ``ifconfig IF up|down`` (vhids go INIT on down;
+        up runs DAD for tentative addresses, in6_if_up)."""
         with self._locked() as st:
             if st["ifaces"][ifname]["up"] != up:
                 st["ifaces"][ifname]["up"] = up
                 kernel.carp_linkstate(st, ifname)
+                if up:
+                    kernel.in6_if_up(st, ifname)
 
     def set_link(self, ifname: str, link: bool) -> None:
         """Carrier (link state) change, e.g. cable pulled; vhids go INIT and demotion rises."""
@@ -146,11 +152,12 @@ class FakeBSD:
     # ------------------------------------------------------------------ addresses
     def add_address(self, ifname: str, address: str, vhid: int | None = None,
                     flags: Iterable[str] = (), *, dst: str | None = None) -> None:
-        """Add like the kernel would (same IPv4 re-add bounce, DAD per ``dad``).
+        """Add like ``ifconfig IF inet|inet6 A alias`` would (re-add, CARP, DAD per ``dad``).
 
         ``flags`` (inet6 only) are shown as given and never change, e.g. ("deprecated",)
-        or ("tentative",) for an address that stays tentative.  A ``vhid`` that does
-        not exist yet is created with defaults (see ``add_vhid``) first.
+        or ("tentative",) for an address that stays tentative; such an address runs
+        no DAD.  A ``vhid`` that does not exist yet is created with defaults (see
+        ``add_vhid``) first.  Errors (e.g. an IPv6 prefix change) raise ValueError.
         """
         iface_addr = ipaddress.ip_interface(_strip_scope(address))
         with self._locked() as st:
@@ -159,12 +166,18 @@ class FakeBSD:
                 kernel.carp_alloc(iface, vhid)
             addr = str(iface_addr.ip)
             plen = iface_addr.network.prefixlen
-            if iface_addr.version == 4:
-                if flags:
-                    raise ValueError("flags are for inet6 addresses only")
-                kernel.add_inet(st, ifname, addr, plen, vhid=vhid, dst=dst)
-            else:
-                kernel.add_inet6(st, ifname, addr, plen, vhid=vhid, flags=list(flags), dst=dst)
+            was_up = bool(iface["up"])
+            try:
+                if iface_addr.version == 4:
+                    if flags:
+                        raise ValueError("flags are for inet6 addresses only")
+                    kernel.add_inet(st, ifname, addr, plen, vhid=vhid, dst=dst)
+                else:
+                    kernel.add_inet6(st, ifname, addr, plen, vhid=vhid, flags=list(flags),
+                                     dst=dst, static=bool(flags))
+            except kernel.Exit as exc:
+                raise ValueError(exc.message) from None
+            kernel.after_address_add(st, ifname, was_up, self._major())
 
     def remove_address(self, ifname: str, address: str) -> None:
         ip = ipaddress.ip_interface(_strip_scope(address)).ip
@@ -187,23 +200,26 @@ class FakeBSD:
         return result
 
     def set_address_flags(self, ifname: str, address: str, flags: Iterable[str]) -> None:
-        """Replace the static inet6 flags of an address and stop its DAD countdown."""
+        """Replace the inet6 flags of an address with static ones; stops its DAD."""
         ip = str(ipaddress.ip_interface(address.split("/", 1)[0]).ip)
         with self._locked() as st:
             for a in st["ifaces"][ifname]["addrs"]:
                 if a["addr"] == ip:
                     a["flags"] = list(flags)
-                    a["dad_left"] = 0
-                    a["dad_final"] = "ok"
+                    a["dad"] = None
+                    a["static"] = True
                     return
             raise KeyError(address)
 
     def set_dad(self, mode: str, ifname: str | None = None) -> None:
-        """DAD outcome for *future* inet6 adds: "instant", "tentative[:N]", "duplicated[:N]".
+        """How DAD of *future* inet6 adds completes (the outcome is the kernel's).
 
-        tentative:N -> the address shows ``tentative`` in the next N ``ifconfig`` reads of
-        its interface, then is clean; duplicated[:N] -> N tentative reads (default 0), then
-        ``duplicated``.  Skipped (always clean) on NO_DAD interfaces and anycast addresses.
+        "instant" (default): at once.  "tentative[:N]": after N ``ifconfig`` reads of the
+        interface (default 1).  "timed[:S]": S seconds after it starts (default
+        net.inet6.ip6.dad_count x 1 s; see ``advance_clock``).  "manual": only by
+        ``complete_dad``.  The outcome: ``duplicated`` when a ``neighbour`` on the link
+        holds the address, else clean; "duplicated[:N]" forces ``duplicated`` after N
+        reads (default 0).  Skipped on NO_DAD interfaces and anycast addresses.
         """
         _check_dad(mode)
         with self._locked() as st:
@@ -212,8 +228,41 @@ class FakeBSD:
             else:
                 st["ifaces"][ifname]["dad"] = mode
 
+    def complete_dad(self, ifname: str | None = None, address: str | None = None) -> int:
+        """Finish the running DADs (of ``ifname``/``address``) now; return how many."""
+        ip = str(ipaddress.ip_interface(_strip_scope(address)).ip) if address else None
+        with self._locked() as st:
+            return kernel.complete_dad(st, ifname, ip)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the emulated kernel's clock forward (DAD "timed" mode, address lifetimes)."""
+        with self._locked() as st:
+            st["clock"] = float(st.get("clock", 0.0)) + seconds
+            kernel.kernel_tick(st)
+
+    # ------------------------------------------------------------------ link neighbours
+    def neighbour(self, ifname: str, ip: str, mac: str = "02:00:5e:00:00:99") -> None:
+        """Another host on ``ifname``'s link now holds ``ip``: it answers DAD for it.
+
+        A later DAD of ``ip`` on ``ifname`` ends ``duplicated`` (nd6_dad_na_input).
+        """
+        addr = str(ipaddress.ip_interface(_strip_scope(ip)).ip)
+        with self._locked() as st:
+            st.setdefault("neighbours", {}).setdefault(ifname, {})[addr] = mac
+
+    def neighbour_gone(self, ifname: str, ip: str) -> None:
+        """The other host released ``ip`` (no-op when it never held it)."""
+        addr = str(ipaddress.ip_interface(_strip_scope(ip)).ip)
+        with self._locked() as st:
+            st.setdefault("neighbours", {}).get(ifname, {}).pop(addr, None)
+
+    def neighbours(self, ifname: str) -> dict[str, str]:
+        """{ip: mac} of the other hosts on ``ifname``'s link."""
+        return dict(self._read().get("neighbours", {}).get(ifname, {}))
+
     def readd_count(self, ifname: str | None = None, address: str | None = None) -> int:
-        """How often an IPv4 add hit an existing address (kernel delete + re-add)."""
+        """How often an add hit an address already there (IPv4: delete + re-add;
+        IPv6: updated in place, ``duplicated`` cleared without DAD)."""
         readd = self._read()["readd"]
         ip = str(ipaddress.ip_interface(address).ip) if address else None
         total = 0
@@ -367,7 +416,17 @@ def _strip_scope(address: str) -> str:
 
 def _check_dad(mode: str) -> None:
     kind, _, n = mode.partition(":")
-    if kind not in ("instant", "tentative", "duplicated") or (n and not n.isdigit()):
+    ok = kind in ("instant", "tentative", "duplicated", "timed", "manual")
+    if kind in ("instant", "manual"):
+        ok = ok and not n
+    elif kind == "timed" and n:
+        try:
+            ok = float(n) >= 0
+        except ValueError:
+            ok = False
+    elif n:
+        ok = ok and n.isdigit()
+    if not ok:
         raise ValueError(f"bad dad mode {mode!r}")
 
 

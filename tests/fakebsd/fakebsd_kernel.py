@@ -164,7 +164,14 @@ def new_state(hostname: str = "fakebsd", dad: str = "instant") -> dict[str, Any]
         "fail": [],
         "dad": dad,
         "hostname": hostname,
+        "neighbours": {},  # {ifname: {ip: mac}}: other hosts on that link (answer DAD)
+        "clock": 0.0,  # seconds added to time.time(): FakeBSD.advance_clock()
     }
+
+
+def now(st: dict[str, Any]) -> float:
+    """The emulated kernel's clock (wall time plus the test's advance_clock offset)."""
+    return time.time() + float(st.get("clock", 0.0))
 
 
 @contextlib.contextmanager
@@ -234,6 +241,7 @@ def run_tool(name: str, func: Any, args: list[str]) -> int:
             rc = int(inj.get("rc", 1))
         else:
             try:
+                kernel_tick(st)
                 func(st, args, out, err)
             except Exit as e:
                 if e.message:
@@ -361,6 +369,12 @@ def carp_allow_changed(st: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- kernel: addresses
 
+ND6_INFINITE = 0xFFFFFFFF  # ND6_INFINITE_LIFETIME
+ND6_IFDISABLED = 0x8
+RETRANS_SECONDS = 1.0  # nd6_ifattach(): retrans = RETRANS_TIMER (1000 ms)
+EINVAL_ADD = f"ifconfig: ioctl (SIOCAIFADDR): {ERRNO_TEXT['EINVAL']}"
+
+
 def find_addr(iface: dict[str, Any], family: int, addr: str) -> int | None:
     for i, a in enumerate(iface["addrs"]):
         if a["family"] == family and a["addr"] == addr:
@@ -373,20 +387,32 @@ def default_broadcast(addr: str, plen: int) -> str:
     return str(net.broadcast_address)
 
 
-def dad_initial(st: dict[str, Any], iface: dict[str, Any], flags: list[str]) -> tuple[int, str]:
-    """Return (reads left while tentative, final outcome) for a new IPv6 address."""
-    if "anycast" in flags or iface["nd6"] & ND6_NO_DAD:
-        return 0, "ok"
-    if int(st["sysctl"].get("net.inet6.ip6.dad_count", 1)) == 0:
-        return 0, "ok"
-    mode = str(iface.get("dad") or st.get("dad") or "instant")
-    kind, _, n = mode.partition(":")
-    if kind == "tentative":
-        left = int(n) if n else 1
-        return left, "ok"
-    if kind == "duplicated":
-        return (int(n) if n else 0), "duplicated"
-    return 0, "ok"
+def iface_running(iface: dict[str, Any]) -> bool:
+    """IFF_UP and IFF_DRV_RUNNING (an unopened tap is not RUNNING)."""
+    return bool(iface["up"] and iface.get("opened", True))
+
+
+def driver_set_address(st: dict[str, Any], ifname: str) -> None:
+    """The driver's SIOCSIFADDR: ether_ioctl() (vtnet, tap) or tuninit() (tun).
+
+    Sets IFF_UP directly and runs if_init; this is not if_up(), so CARP and DAD
+    hear nothing from it (see ``after_address_add``)."""
+    st["ifaces"][ifname]["up"] = True
+
+
+def after_address_add(st: dict[str, Any], ifname: str, was_up: bool, major: int) -> None:
+    """What follows an address add that brought the interface up.
+
+    13.x (ioctl): ifioctl() sees IFF_UP appear and calls in6_if_up() only.
+    14+ (netlink): rtnl_handle_addr() calls if_up(), i.e. if_route():
+    carp_linkstate() and in6_if_up().
+    """
+    iface = st["ifaces"].get(ifname)
+    if iface is None or was_up or not iface["up"]:
+        return
+    if major >= 14:
+        carp_linkstate(st, ifname)
+    in6_if_up(st, ifname)
 
 
 def add_inet(st: dict[str, Any], ifname: str, addr: str, plen: int, *, vhid: int | None = None,
@@ -395,10 +421,9 @@ def add_inet(st: dict[str, Any], ifname: str, addr: str, plen: int, *, vhid: int
     iface = st["ifaces"][ifname]
     idx = find_addr(iface, 4, addr)
     if idx is not None:
-        # The kernel deletes the existing address and adds it again.
+        # in_aifaddr_ioctl(): in_difaddr_ioctl() first, then the address is added anew.
         old = iface["addrs"].pop(idx)
-        key = f"{ifname} {addr}"
-        st["readd"][key] = st["readd"].get(key, 0) + 1
+        _count_readd(st, ifname, addr)
         if old.get("vhid"):
             carp_detach(st, ifname, old["vhid"], keep=True)
     if bcast is None and iface["kind"] in ETHER_KINDS and plen != 0:
@@ -407,42 +432,220 @@ def add_inet(st: dict[str, Any], ifname: str, addr: str, plen: int, *, vhid: int
              "dst": dst if iface["kind"] == "tun" else None, "bcast": bcast}
     # Kernel order: new IPv4 addresses are appended (if_addrhead tail).
     iface["addrs"].append(entry)
-    if vhid:
+    if vhid:  # carp_attach() runs before the driver ioctl, as in in_aifaddr_ioctl()
         carp_attach(st, ifname, vhid)
-    elif iface["kind"] in ETHER_KINDS:
-        # Add-time gratuitous ARP (not for vhid addresses, arp_ifinit skips them).
+    driver_set_address(st, ifname)
+    if not vhid and iface["kind"] in ETHER_KINDS:
+        # ether_ioctl() -> arp_ifinit(): one gratuitous ARP (+ garp_rexmit_count);
+        # arp_ifinit() returns early for CARP addresses.
         st["garp"].append({"if": ifname, "addr": addr,
                            "count": 1 + int(st["sysctl"]["net.link.ether.inet.garp_rexmit_count"])})
 
 
+def _count_readd(st: dict[str, Any], ifname: str, addr: str) -> None:
+    key = f"{ifname} {addr}"
+    st["readd"][key] = st["readd"].get(key, 0) + 1
+
+
 def add_inet6(st: dict[str, Any], ifname: str, addr: str, plen: int, *, vhid: int | None = None,
-              flags: list[str] | None = None, dst: str | None = None) -> None:
-    """SIOCAIFADDR_IN6 (in6_update_ifa): an existing address is updated in place."""
+              flags: list[str] | None = None, dst: str | None = None,
+              pltime: int = ND6_INFINITE, vltime: int = ND6_INFINITE,
+              static: bool = False) -> None:
+    """SIOCAIFADDR_IN6 / RTM_NEWADDR for IPv6 (in6_addifaddr -> in6_update_ifa).
+
+    ``flags`` are the request's flags (ifconfig keywords). ``static`` (test set-up
+    only) shows them as given and runs no DAD.
+    """
     iface = st["ifaces"][ifname]
-    flags = list(flags or [])
+    req = [f for f in (flags or []) if f in INET6_FLAG_ORDER]
+    if "deprecated" in req and not static:
+        pltime = 0  # in6_update_ifa_internal(): a requested DEPRECATED means pltime 0
+    if pltime > vltime:  # in6_validate_ifra(): lifetime consistency
+        raise Exit(1, EINVAL_ADD)
     idx = find_addr(iface, 6, addr)
-    if idx is not None:
-        entry = iface["addrs"][idx]
-        entry["plen"] = plen
-        entry["flags"] = flags
-        old_vhid = entry.get("vhid")
-        if old_vhid != vhid:
-            entry["vhid"] = vhid
-            if old_vhid:
-                carp_detach(st, ifname, old_vhid)
-            if vhid:
-                carp_attach(st, ifname, vhid)
-        return
-    left, final = dad_initial(st, iface, flags)
-    entry = {"family": 6, "addr": addr, "plen": plen, "vhid": vhid, "flags": flags,
-             "dst": dst if iface["kind"] == "tun" else None, "bcast": None,
-             "dad_left": left, "dad_final": final}
-    iface["addrs"].append(entry)
+    if idx is None and vltime == 0:
+        return  # in6_validate_ifra(): "valid lifetime is 0", nothing to do
+    if idx is not None and iface["addrs"][idx]["plen"] != plen:
+        # in6_validate_ifra(): the prefix length of an existing address can't change
+        raise Exit(1, EINVAL_ADD)
+    t = now(st)
+    new = idx is None
+    if new:
+        entry: dict[str, Any] = {"family": 6, "addr": addr, "plen": plen, "vhid": None,
+                                 "dst": dst if iface["kind"] == "tun" else None,
+                                 "bcast": None}
+        iface["addrs"].append(entry)  # in6_alloc_ifa(): if_addrhead tail
+    else:
+        entry = iface["addrs"][idx]  # type: ignore[index]
+        _count_readd(st, ifname, addr)
+    # in6_update_ifa_internal(): flags are the request's, DUPLICATED is cleared, and
+    # only a new address becomes TENTATIVE (when in6if_do_dad()); no DAD for an update.
+    entry.update(flags=list(req), dad=None, static=static, pltime=pltime, vltime=vltime,
+                 updated=t)
+    if not static and new and in6if_do_dad(iface) and "tentative" not in entry["flags"]:
+        entry["flags"].append("tentative")
+    # in6_notify_ifa(): the driver's SIOCSIFADDR for the first inet6 address (and for
+    # every update, where the address count is not taken)
+    if not new or sum(1 for a in iface["addrs"] if a["family"] == 6) <= 1:
+        driver_set_address(st, ifname)
+    if new and not static and "tentative" in entry["flags"]:
+        dad_start(st, ifname, entry)  # in6_broadcast_ifa()
+    # in6_addifaddr(): an existing address leaves its vhid (carp_detach, keep_cif),
+    # then joins the requested one: a CARP bounce, as for IPv4.
+    old_vhid = entry.get("vhid")
+    if old_vhid:
+        entry["vhid"] = None
+        carp_detach(st, ifname, old_vhid, keep=True)
     if vhid:
+        entry["vhid"] = vhid
         carp_attach(st, ifname, vhid)
+    if iface["nd6"] & ND6_IFDISABLED:
+        # in6_addifaddr() aifaddr_out: clear IFDISABLED (nd6_ioctl SIOCSIFINFO_FLAGS)
+        nd6_set_flags(st, ifname, iface["nd6"] & ~ND6_IFDISABLED)
+
+
+def in6if_do_dad(iface: dict[str, Any]) -> bool:
+    """in6if_do_dad(): no DAD with IFDISABLED or NO_DAD (down interfaces still mark)."""
+    return not iface["nd6"] & (ND6_IFDISABLED | ND6_NO_DAD)
+
+
+def neighbour_holds(st: dict[str, Any], ifname: str, addr: str) -> bool:
+    """Another host on this link answers for ``addr`` (FakeBSD.neighbour())."""
+    return addr in st.get("neighbours", {}).get(ifname, {})
+
+
+def dad_start(st: dict[str, Any], ifname: str, entry: dict[str, Any]) -> None:
+    """nd6_dad_start() for a tentative address.
+
+    The outcome is decided now: the first NS leaves at once (ifconfig adds pass no
+    DAD delay) and a neighbour holding the address answers it (nd6_dad_na_input).
+    When DAD completes depends on the emulator's ``dad`` mode (see README).
+    """
+    iface = st["ifaces"][ifname]
+    if ("anycast" in entry["flags"] or int(st["sysctl"].get("net.inet6.ip6.dad_count", 1)) == 0
+            or iface["nd6"] & ND6_NO_DAD):
+        _discard(entry["flags"], "tentative")
+        return
+    if not iface_running(iface) or iface["nd6"] & ND6_IFDISABLED:
+        return  # stays tentative; in6_if_up() or nd6_timer() starts DAD later
+    if entry.get("dad"):
+        return  # already in progress (nd6_dad_find)
+    mode = str(iface.get("dad") or st.get("dad") or "instant")
+    kind, _, n = mode.partition(":")
+    dad: dict[str, Any] = {"dup": kind == "duplicated" or neighbour_holds(st, ifname,
+                                                                          entry["addr"]),
+                           "reads": None, "until": None}
+    if kind == "tentative":
+        dad["reads"] = int(n) if n else 1
+    elif kind == "duplicated":
+        dad["reads"] = int(n) if n else 0
+    elif kind == "timed":
+        count = int(st["sysctl"].get("net.inet6.ip6.dad_count", 1))
+        dad["until"] = now(st) + (float(n) if n else count * RETRANS_SECONDS)
+    elif kind != "manual":  # instant
+        dad["reads"] = 0
+    entry["dad"] = dad
+    if dad["reads"] == 0:
+        dad_complete(st, ifname, entry)
+
+
+def dad_complete(st: dict[str, Any], ifname: str, entry: dict[str, Any]) -> None:
+    """nd6_dad_timer() after the last NS: duplicated or clean.
+
+    An interface that went down meanwhile sent no NS: DAD gives up (dad_maxtry) and
+    the address stays tentative until in6_if_up() or nd6_timer() restarts DAD.
+    """
+    dad = entry.get("dad")
+    entry["dad"] = None
+    iface = st["ifaces"][ifname]
+    if not dad or "tentative" not in entry["flags"] or not iface_running(iface):
+        return
+    if dad["dup"]:  # nd6_dad_duplicated()
+        _discard(entry["flags"], "tentative")
+        entry["flags"].append("duplicated")
+        ip = entry["addr"]
+        _klog(st, f"{ifname}: DAD detected duplicate IPv6 address {ip}: "
+                  "NS in/out/loopback=0/1/0, NA in=1")
+        _klog(st, f"{ifname}: DAD complete for {ip} - duplicate found")
+        _klog(st, f"{ifname}: manual intervention required")
+    elif not iface["nd6"] & ND6_IFDISABLED:
+        _discard(entry["flags"], "tentative")
+
+
+def _discard(flags: list[str], flag: str) -> None:
+    while flag in flags:
+        flags.remove(flag)
+
+
+def in6_if_up(st: dict[str, Any], ifname: str) -> None:
+    """in6_if_up(): DAD for every tentative address of the interface."""
+    for entry in st["ifaces"][ifname]["addrs"]:
+        if entry["family"] == 6 and not entry.get("static") and "tentative" in entry["flags"]:
+            dad_start(st, ifname, entry)
+
+
+def nd6_set_flags(st: dict[str, Any], ifname: str, new: int) -> None:
+    """nd6_ioctl(SIOCSIFINFO_FLAGS): the IFDISABLED transitions.
+
+    0 -> 1 marks every inet6 address tentative (unless NO_DAD); 1 -> 0 runs
+    in6_if_up() when the interface is up.
+    """
+    iface = st["ifaces"][ifname]
+    old = iface["nd6"]
+    v6 = [a for a in iface["addrs"] if a["family"] == 6 and not a.get("static")]
+    if old & ND6_IFDISABLED and not new & ND6_IFDISABLED:
+        if any("duplicated" in a["flags"] and is_link_local(a["addr"]) for a in v6):
+            _klog(st, "Cannot enable an interface with a link-local address marked duplicate.")
+            iface["nd6"] = new | ND6_IFDISABLED
+            return
+        iface["nd6"] = new
+        if iface["up"]:
+            in6_if_up(st, ifname)
+        return
+    iface["nd6"] = new
+    if (not old & ND6_IFDISABLED and new & ND6_IFDISABLED and not new & ND6_NO_DAD
+            and int(st["sysctl"].get("net.inet6.ip6.dad_count", 1)) > 0):
+        for entry in v6:
+            if "tentative" not in entry["flags"]:
+                entry["flags"].append("tentative")
+
+
+def kernel_tick(st: dict[str, Any]) -> None:
+    """Timers, run before every tool call: DAD completion and nd6_timer().
+
+    nd6_timer() (every nd6_prune = 1 s in the kernel): an expired address is purged,
+    an address past its pltime is DEPRECATED, a tentative one gets DAD started, and
+    on an interface that is down, not running or IFDISABLED every other address is
+    marked tentative again (DUPLICATED cleared) for a later DAD.
+    """
+    t = now(st)
+    for ifname, iface in list(st["ifaces"].items()):
+        for entry in list(iface["addrs"]):
+            if entry["family"] != 6 or entry.get("static"):
+                continue
+            dad = entry.get("dad")
+            if dad and dad.get("until") is not None and t >= dad["until"]:
+                dad_complete(st, ifname, entry)
+            age = t - float(entry.get("updated", t))
+            vltime = int(entry.get("vltime", ND6_INFINITE))
+            pltime = int(entry.get("pltime", ND6_INFINITE))
+            if vltime != ND6_INFINITE and age > vltime:  # IFA6_IS_INVALID
+                del_addr(st, ifname, 6, entry["addr"])
+            elif pltime != ND6_INFINITE and age > pltime:  # IFA6_IS_DEPRECATED
+                if "deprecated" not in entry["flags"]:
+                    entry["flags"].append("deprecated")
+            elif "tentative" in entry["flags"]:
+                dad_start(st, ifname, entry)
+            else:
+                if not iface["nd6"] & ND6_NO_DAD and (
+                        not iface_running(iface) or iface["nd6"] & ND6_IFDISABLED):
+                    _discard(entry["flags"], "duplicated")
+                    entry["flags"].append("tentative")
+                _discard(entry["flags"], "deprecated")
 
 
 def del_addr(st: dict[str, Any], ifname: str, family: int, addr: str) -> None:
+    """SIOCDIFADDR(_IN6): in_difaddr_ioctl() / in6_purgeaddr() (stops DAD, leaves CARP)."""
     iface = st["ifaces"][ifname]
     idx = find_addr(iface, family, addr)
     if idx is None:
@@ -453,20 +656,32 @@ def del_addr(st: dict[str, Any], ifname: str, family: int, addr: str) -> None:
 
 
 def addr_flags(entry: dict[str, Any]) -> list[str]:
-    """Current inet6 flags, in ifconfig's fixed order (without consuming a read)."""
+    """Current inet6 flags, in ifconfig's fixed order (print_flags)."""
     flags = set(entry.get("flags", []))
-    if entry["family"] == 6:
-        if entry.get("dad_left", 0) != 0:
-            flags.add("tentative")
-        elif entry.get("dad_final") == "duplicated":
-            flags.add("duplicated")
     return [f for f in INET6_FLAG_ORDER if f in flags]
 
 
-def consume_dad_read(entry: dict[str, Any]) -> None:
-    left = entry.get("dad_left", 0)
-    if left > 0:
-        entry["dad_left"] = left - 1
+def consume_dad_read(st: dict[str, Any], ifname: str, entry: dict[str, Any]) -> None:
+    """Count one ``ifconfig`` read against a read-counted DAD (modes tentative/duplicated)."""
+    dad = entry.get("dad")
+    if not dad or dad.get("reads") is None:
+        return
+    dad["reads"] = max(int(dad["reads"]) - 1, 0)
+    if dad["reads"] == 0:
+        dad_complete(st, ifname, entry)
+
+
+def complete_dad(st: dict[str, Any], ifname: str | None = None, addr: str | None = None) -> int:
+    """Finish running DADs now (FakeBSD.complete_dad); return how many finished."""
+    done = 0
+    for name, iface in st["ifaces"].items():
+        if ifname is not None and name != ifname:
+            continue
+        for entry in list(iface["addrs"]):
+            if entry.get("dad") and (addr is None or entry["addr"] == addr):
+                dad_complete(st, name, entry)
+                done += 1
+    return done
 
 
 def is_link_local(addr: str) -> bool:
@@ -508,7 +723,9 @@ def fmt_inet(iface: dict[str, Any], a: dict[str, Any]) -> str:
     return s
 
 
-def fmt_inet6(ifname: str, iface: dict[str, Any], a: dict[str, Any]) -> str:
+def fmt_inet6(ifname: str, iface: dict[str, Any], a: dict[str, Any], major: int = 14,
+              lifetimes: bool = False, t: float | None = None) -> str:
+    """af_inet6.c: in6_status_nl() (14+) / in6_status() (ioctl, 13.x)."""
     ll = is_link_local(a["addr"])
     s = f"\tinet6 {a['addr']}" + (f"%{ifname}" if ll else "")
     if a.get("dst"):
@@ -518,9 +735,34 @@ def fmt_inet6(ifname: str, iface: dict[str, Any], a: dict[str, Any]) -> str:
         s += f" {f}"
     if ll:
         s += f" scopeid 0x{iface['index']:x}"
+    s += fmt_lifetime(a, major, lifetimes, t)
     if a.get("vhid"):
         s += f" vhid {a['vhid']}"
     return s
+
+
+def fmt_lifetime(a: dict[str, Any], major: int, lifetimes: bool, t: float | None) -> str:
+    """`` pltime P vltime V`` or nothing.
+
+    14+ show_lifetime(): whenever a lifetime is finite, the configured values the
+    kernel exports (export_cache_info6), an infinite one as 0; -L is not needed.
+    13.x in6_status(): only with -L, the seconds left (0 when past), ``infty``.
+    """
+    pl = int(a.get("pltime", ND6_INFINITE))
+    vl = int(a.get("vltime", ND6_INFINITE))
+    if pl == ND6_INFINITE and vl == ND6_INFINITE:
+        return ""
+    if major >= 14:
+        return (f" pltime {0 if pl == ND6_INFINITE else pl}"
+                f" vltime {0 if vl == ND6_INFINITE else vl}")
+    if not lifetimes:
+        return ""
+    elapsed = int((t if t is not None else time.time()) - float(a.get("updated", 0.0)))
+
+    def left(value: int) -> str:
+        return "infty" if value == ND6_INFINITE else str(max(value - elapsed, 0))
+
+    return f" pltime {left(pl)} vltime {left(vl)}"
 
 
 def fmt_carp(iface: dict[str, Any], major: int) -> list[str]:
@@ -539,7 +781,7 @@ def fmt_carp(iface: dict[str, Any], major: int) -> list[str]:
 
 
 def render_iface(st: dict[str, Any], ifname: str, major: int, family: str | None = None,
-                 consume: bool = True) -> list[str]:
+                 consume: bool = True, lifetimes: bool = False) -> list[str]:
     iface = st["ifaces"][ifname]
     kind = iface["kind"]
     _, options, media = KINDS[kind]
@@ -557,9 +799,9 @@ def render_iface(st: dict[str, Any], ifname: str, major: int, family: str | None
     if family in (None, "inet6"):
         for a in iface["addrs"]:
             if a["family"] == 6:
-                out.append(fmt_inet6(ifname, iface, a))
+                out.append(fmt_inet6(ifname, iface, a, major, lifetimes, now(st)))
                 if consume:
-                    consume_dad_read(a)
+                    consume_dad_read(st, ifname, a)
     if family not in (None,):
         if family == "inet6":
             out.append(f"\tnd6 {printb('options', iface['nd6'], ND6_BITS)}")
@@ -698,7 +940,7 @@ def ifconfig(st: dict[str, Any], args: list[str], out: list[str], err: list[str]
         family = rest[0] if rest and rest[0] in FAMILIES else None
         for name, iface in st["ifaces"].items():
             if _updown_ok(iface, opts):
-                out.extend(render_iface(st, name, major, family))
+                out.extend(render_iface(st, name, major, family, lifetimes="L" in opts))
         return
     ifname, rest = rest[0], rest[1:]
     if ifname not in st["ifaces"]:
@@ -713,7 +955,7 @@ def ifconfig(st: dict[str, Any], args: list[str], out: list[str], err: list[str]
         family = rest[0]
         rest = rest[1:]
     if not rest:
-        out.extend(render_iface(st, ifname, major, family))
+        out.extend(render_iface(st, ifname, major, family, lifetimes="L" in opts))
         return
     _configure(st, ifname, family or "inet", rest, err, major)
 
@@ -788,6 +1030,7 @@ def _configure(st: dict[str, Any], ifname: str, family: str, words: list[str],
     mask_plen: int | None = None
     bcast: str | None = None
     v6flags_set: set[str] = set()
+    lifetimes: dict[str, int] = {}
     explicit_prefix = False
     carp: dict[str, Any] = {"vhid": -1, "advskew": -1, "advbase": -1, "state": -1, "key": None,
                             "peer": None, "peer6": None, "version": 0, "prio": 0,
@@ -821,9 +1064,10 @@ def _configure(st: dict[str, Any], ifname: str, family: str, words: list[str],
     while k < len(words):
         w = words[k]
         if w == "up":
-            if not iface["up"]:
+            if not iface["up"]:  # SIOCSIFFLAGS -> if_up() -> if_route()
                 iface["up"] = True
                 carp_linkstate(st, ifname)
+                in6_if_up(st, ifname)
         elif w == "down":
             if iface["up"]:
                 iface["up"] = False
@@ -869,20 +1113,19 @@ def _configure(st: dict[str, Any], ifname: str, family: str, words: list[str],
                     raise Exit(1, f"ifconfig: {val}: bad value") from None
                 explicit_prefix = True
         elif w in INET6_FLAG_KEYWORDS or (w.startswith("-") and w[1:] in INET6_FLAG_KEYWORDS):
-            # "tentative" is accepted but DAD state is the emulator's business
+            # af_inet6.c setip6flags(): request flags (``tentative`` included)
             if w.startswith("-"):
                 v6flags_set.discard(w[1:])
-            elif w != "tentative":
+            else:
                 v6flags_set.add(w)
         elif w in ("pltime", "vltime"):
-            need_arg(k, w)
+            lifetimes[w] = _parse_lifetime(w, need_arg(k, w), family)
             k += 1
         elif w in ND6_KEYWORDS or (w.startswith("-") and w[1:] in ND6_KEYWORDS):
+            # af_nd6.c setnd6flags() -> nd6_ioctl(SIOCSIFINFO_IN6), applied at once
             bit = ND6_KEYWORDS[w.lstrip("-")]
-            if w.startswith("-"):
-                iface["nd6"] &= ~bit
-            else:
-                iface["nd6"] |= bit
+            nd6_set_flags(st, ifname, iface["nd6"] & ~bit if w.startswith("-")
+                          else iface["nd6"] | bit)
         elif w in carp_cmds:
             val = need_arg(k, w)
             k += 1
@@ -960,10 +1203,34 @@ def _configure(st: dict[str, Any], ifname: str, family: str, words: list[str],
     if newaddr and addr is not None:
         vhid = carp["vhid"] if carp["vhid"] > 0 else None
         assert plen is not None
+        was_up = bool(iface["up"])
         if family == "inet6":
-            add_inet6(st, ifname, addr[0], plen, vhid=vhid, flags=sorted(v6flags_set), dst=dst)
+            add_inet6(st, ifname, addr[0], plen, vhid=vhid, flags=sorted(v6flags_set), dst=dst,
+                      pltime=lifetimes.get("pltime", ND6_INFINITE),
+                      vltime=lifetimes.get("vltime", ND6_INFINITE))
         else:
             add_inet(st, ifname, addr[0], plen, vhid=vhid, dst=dst, bcast=bcast)
+        after_address_add(st, ifname, was_up, major)
+
+
+def _parse_lifetime(word: str, val: str, family: str) -> int:
+    """af_inet6.c setip6lifetime(): strtoul(val, &ep, 0); inet6 only."""
+    text = val.strip()
+    base = 10
+    if text[:2].lower() == "0x":
+        base, text = 16, text[2:]
+    elif text[:1] == "0" and len(text) > 1:
+        base, text = 8, text[1:]
+    digits = ""
+    for ch in text:
+        if ch.lower() not in "0123456789abcdef"[:base]:
+            break
+        digits += ch
+    if not digits and not (base == 8 and val.strip().startswith("0")):
+        raise Exit(1, f"ifconfig: invalid {word}")
+    if family != "inet6":
+        raise Exit(1, f"ifconfig: {word} not allowed for the AF")
+    return int(digits, base) if digits else 0
 
 
 def _carp_word(carp: dict[str, Any], word: str, val: str) -> None:
