@@ -62,6 +62,8 @@ class CarpParams:
                 text = self.password_file.read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"{self.password_file}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"{self.password_file}: not valid UTF-8") from None
             value = text.strip()
             if not value or any(c.isspace() for c in value):
                 raise ConfigError(
@@ -202,6 +204,8 @@ def load(path: Path, *, check_permissions: bool = True) -> Config:
         raise ConfigError(f"{label}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{label}: not valid UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{label}: not valid TOML: nested too deeply") from None
     return parse(data, path=path, check_permissions=check_permissions)
 
 
