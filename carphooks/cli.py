@@ -233,11 +233,11 @@ def reconcile(opts: Options, groups: tuple[str, ...], every: float | None) -> in
         except SystemExit:
             if runner.interrupted() is not None:
                 raise
-        opts.started = time.monotonic()  # each pass gets the whole time budget
         try:
             time.sleep(every)
         except Interrupted as exc:
             stop(opts, exc, "carphooks reconcile")
+        opts.started = time.monotonic()  # each pass gets the whole time budget
 
 
 @guarded("carphooks reconcile")

@@ -187,6 +187,10 @@ def top_level(prog: str, body: Callable[[], int]) -> NoReturn:
     except Interrupted as exc:
         stop(None, exc, prog)
     except Exception as exc:
+        if "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]:
+            import traceback
+
+            traceback.print_exc()
         fail(None, internal_error(exc), prog)
     sys.exit(code)
 

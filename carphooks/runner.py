@@ -238,7 +238,7 @@ class Runner:
         self.count = 0  # commands actually run (for benchmarks and guards)
         self._found: dict[str, str] = {}
         self._dirs: list[str] | None = None
-        self.skipped: dict[str, str] = {}  # PATH entries not searched, and why
+        self.skipped: dict[str, str] = {}  # PATH entries and programs refused, and why
 
     def trusted_dirs(self) -> list[str]:
         """The PATH entries that are safe to search (computed once)."""
