@@ -131,6 +131,7 @@ class MiniFake:
         env = dict(os.environ if base is None else base)
         env["PATH"] = os.pathsep.join([str(self.bin), env.get("PATH", "")])
         env["MINIFAKE_DIR"] = str(self.dir)
+        env["CARPHOOKS_PASSENV"] = "MINIFAKE_DIR"  # the runner passes nothing else
         env.pop("FAKEBSD_STATE", None)
         return env
 

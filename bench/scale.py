@@ -253,6 +253,7 @@ def _linux_cases(work: Path, sock: Path, ns: str) -> list[Case]:
         env["PATH"] = f"{wrap}:{env.get('PATH', '')}"
         env["CARPHOOKS_CONFIG"] = str(config)
         env["IPLOG"] = str(log)
+        env["CARPHOOKS_PASSENV"] = "IPLOG"  # the runner passes nothing else
         state = StateDir(d / "state")
         subsystems = [f"{g['vhid']}@tap0" for g in groups]
 

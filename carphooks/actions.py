@@ -301,9 +301,14 @@ def carp_event(ctx: Context, event: CarpEvent) -> list[Outcome]:
 
 def reconcile(ctx: Context, groups: Sequence[Group] | None = None,
               why: str = "reconcile") -> list[Outcome]:
-    """Converge every (or the given) group to the CARP state and quorum now."""
+    """Converge every (or the given) group to the CARP state and quorum now.
+
+    A group named twice (``web web``, or ``web 1@tap0``) is converged once: applying
+    its changes twice would re-add an IPv4 address, which FreeBSD bounces.
+    """
+    unique = list({g.subsystem: g for g in groups or ctx.config.groups}.values())
     with ctx.state.lock(ctx.config.lock_timeout):
-        outcomes = _reconcile_locked(ctx, groups or ctx.config.groups, why)
+        outcomes = _reconcile_locked(ctx, unique, why)
     finish(ctx)
     return outcomes
 
@@ -338,15 +343,24 @@ def manual(ctx: Context, group: Group, hold: bool, force: bool) -> Outcome:
 
 # -- tinc ------------------------------------------------------------------------------
 
-def _check_netname(ctx: Context, env: TincEnv) -> None:
+def _foreign(ctx: Context, env: TincEnv, hook: str) -> bool:
+    """Whether a tinc script runs for a network or interface carphooks does not manage
+    (logged; the caller then changes nothing: another VPN's events say nothing about
+    this cluster's peers or addresses)."""
     if env.netname is not None and env.netname != ctx.config.netname:
-        ctx.log.warning(f"tinc network {env.netname!r} is not tinc.netname "
-                        f"{ctx.config.netname!r} from {ctx.config.path}")
+        why = f"tinc network {env.netname!r} is not tinc.netname {ctx.config.netname!r}"
+    elif not ctx.config.groups_on(env.interface):
+        why = f"no group has carp_interface {env.interface}"
+    else:
+        return False
+    ctx.log.info(f"{hook} for {env.interface}: {why} in {ctx.config.path}; ignored")
+    return True
 
 
 def tinc_up(ctx: Context, env: TincEnv) -> list[str]:
     """tincd attached its device: address it, configure CARP, release stale addresses."""
-    _check_netname(ctx, env)
+    if _foreign(ctx, env, "tinc-up"):
+        return []
     ctx.host = env.name
     host = ctx.config.host(env.name)
     if host is None:
@@ -392,7 +406,8 @@ def tinc_up(ctx: Context, env: TincEnv) -> list[str]:
 
 def tinc_down(ctx: Context, env: TincEnv) -> list[Outcome]:
     """tincd is stopping: CARP over this device ends, so release its groups' addresses."""
-    _check_netname(ctx, env)
+    if _foreign(ctx, env, "tinc-down"):
+        return []
     ctx.host = env.name
     outcomes: list[Outcome] = []
     with ctx.state.lock(ctx.config.lock_timeout):
@@ -411,7 +426,8 @@ def tinc_down(ctx: Context, env: TincEnv) -> list[Outcome]:
 
 def tinc_host(ctx: Context, env: TincEnv, up: bool) -> list[Outcome]:
     """A tinc node became reachable or unreachable: track peers, act on quorum changes."""
-    _check_netname(ctx, env)
+    if _foreign(ctx, env, f"tinc-host-{'up' if up else 'down'}"):
+        return []
     ctx.host = env.name
     node = env.node or ""
     outcomes: list[Outcome] = []

@@ -29,6 +29,56 @@ if TYPE_CHECKING:
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CARP_TYPES = ("MASTER", "BACKUP", "INIT")
 TINC_SCRIPTS = ("tinc-up", "tinc-down", "host-up", "host-down")
+MAX_READ = 1 << 20  # bytes: no file check reads more
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+class NotRegularFile(OSError):
+    """A path that should be a file is a FIFO, a device, a directory or a socket."""
+
+
+def read_bytes(path: Path, limit: int = MAX_READ) -> bytes:
+    """Up to ``limit`` bytes of the regular file ``path``, without ever blocking.
+
+    The open is non-blocking (a FIFO with no writer would hang a plain open, a
+    device might do anything) and anything but a regular file is refused with
+    NotRegularFile; a longer file raises OSError too.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise NotRegularFile(f"{path} is {what}, not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(f"{path} is larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+def read_text(path: Path, errors: str = "strict") -> str:
+    """A regular file's UTF-8 text (see :func:`read_bytes`; UnicodeDecodeError if not)."""
+    return read_bytes(path).decode("utf-8", errors)
+
+
+def unreadable(path: Path, exc: OSError | UnicodeDecodeError) -> str:
+    """One line saying why ``path`` could not be read."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{path} is not valid UTF-8"
+    if isinstance(exc, NotRegularFile) or exc.strerror is None:
+        return str(exc)
+    return f"cannot read {path}: {exc.strerror}"
 
 
 @dataclass
@@ -170,7 +220,8 @@ class Doctor:
         for name in render.CONSOLE_SCRIPTS:
             path = tgt.bindir / name
             if not path.is_file():
-                problems.append(f"{path} is missing")
+                problems.append(f"{path} is missing" if not path.exists()
+                                else f"{path} is not a regular file")
                 continue
             if not os.access(path, os.X_OK):
                 problems.append(f"{path} is not executable")
@@ -192,26 +243,30 @@ class Doctor:
                                      f"python {sys.executable})")
 
     # ------------------------------------------------------------------ files
-    def _installed(self, tgt: Target, kind_name: str) -> tuple[Path, str | None, str]:
+    def _installed(self, tgt: Target,
+                   kind_name: str) -> tuple[Path, str | None, str, str | None]:
+        """(path, installed text or None when missing, rendered text, why unreadable)."""
         rendered = render.render(tgt, kind_name)
         assert rendered.dest is not None
         path = under(self.root, rendered.dest)
         try:
-            text: str | None = path.read_text(encoding="utf-8")
+            return path, read_text(path), rendered.text, None
         except FileNotFoundError:
-            text = None
+            return path, None, rendered.text, None
         except (OSError, UnicodeDecodeError) as exc:
-            text = f"<unreadable: {exc}>"
-        return path, text, rendered.text
+            return path, None, rendered.text, unreadable(path, exc)
 
     def check_file(self, tgt: Target, kind_name: str, severity: str,
                    extra_fix: str = "") -> bool:
         """Present and identical to the rendered text; returns whether it is."""
         fix = "carphooks install" + (f", then {extra_fix}" if extra_fix else "")
         try:
-            path, text, want = self._installed(tgt, kind_name)
+            path, text, want, problem = self._installed(tgt, kind_name)
         except CarphooksError as exc:
             self.add(kind_name, FAIL, f"cannot render: {exc}", "correct the config")
+            return False
+        if problem is not None:
+            self.add(kind_name, severity, problem, f"remove it, then {fix}")
             return False
         if text is None:
             self.add(kind_name, severity, f"{path} is missing", fix)
@@ -304,9 +359,12 @@ class Doctor:
         config = tgt.config
         for name in TINC_SCRIPTS:
             try:
-                path, text, want = self._installed(tgt, name)
+                path, text, want, problem = self._installed(tgt, name)
             except CarphooksError as exc:
                 self.add(name, FAIL, f"cannot render: {exc}", "correct the config")
+                continue
+            if problem is not None:
+                self.add(name, FAIL, problem, "remove it, then carphooks install")
                 continue
             if text is None:
                 self.add(name, FAIL, f"{path} is missing", "carphooks install")
@@ -339,12 +397,12 @@ class Doctor:
         assert dest is not None
         path = under(self.root, dest)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path)
         except FileNotFoundError:
             self.add("tinc.conf", FAIL, f"{path} is missing", "carphooks install")
             return
         except (OSError, UnicodeDecodeError) as exc:
-            self.add("tinc.conf", FAIL, f"cannot read {path}: {exc}", "fix the file")
+            self.add("tinc.conf", FAIL, unreadable(path, exc), "fix the file")
             return
         settings = tinc_settings(text)
         mode = settings.get("mode", "router").lower()
@@ -398,8 +456,11 @@ class Doctor:
                 self.add(f"peers {group.name}", OK,
                          "peer " + (", ".join(str(p) for p in [*v4, *v6]) or "multicast"))
         rc_conf = under(self.root, "/etc/rc.conf")
-        if rc_conf.is_file():
-            text = rc_conf.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = read_text(rc_conf, errors="replace")
+        except OSError:
+            text = ""  # no rc.conf (or none to read): nothing can clash
+        if text:
             clashes = sorted({g.carp_interface for g in config.groups
                               if f"ifconfig_{_rcname(g.carp_interface)}_alias" in text})
             if clashes:
@@ -558,10 +619,10 @@ def _template_priority() -> int:
 
 def _first_line(path: Path) -> str:
     try:
-        with path.open("rb") as fh:
-            return fh.readline(200).decode("utf-8", "replace").rstrip("\n")
+        head = read_bytes(path, limit=MAX_READ)[:200]
     except OSError:
         return ""
+    return head.split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
 def _fix_from(exc: ConfigError, default: str) -> str:

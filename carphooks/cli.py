@@ -1,12 +1,14 @@
 """Command-line entry points (click), kept thin over :mod:`carphooks.actions`.
 
 Exit codes: 0 ok, 1 an operation failed, 2 bad arguments or environment,
-6 bad config, 7 lock not acquired in time.
+6 bad config, 7 lock not acquired in time, 128 + N stopped by signal N.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,16 +16,58 @@ from typing import Any, NoReturn
 
 import click
 
-from carphooks import actions
+from carphooks import actions, runner
 from carphooks import config as configmod
-from carphooks.entry import Options, guarded, run_carp_event, run_tinc
-from carphooks.errors import CarphooksError, ExitCode, UsageError
+from carphooks.entry import (
+    Options,
+    check_config_path,
+    check_host,
+    echo,
+    guarded,
+    prepare_process,
+    run_carp_event,
+    run_tinc,
+    stop,
+    top_level,
+)
+from carphooks.errors import CarphooksError, ExitCode, Interrupted, UsageError
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 an operation failed; 2 bad arguments or environment; "
-    "6 bad config; 7 lock not acquired in time."
+    "6 bad config; 7 lock not acquired in time; 128+N stopped by signal N."
 )
 __all__ = ["Options", "cli", "guarded", "main"]
+
+
+class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic only in click 8.2+
+    """A finite number of seconds within [low, high] (no nan, inf or negatives)."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low = low
+        self.high = high
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            self.fail(f"{value!r} is not between {self.low:g} and {self.high:g} seconds",
+                      param, ctx)
+        return number
+
+
+def _usage(check: Callable[[Any], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback from one of entry's checks (UsageError -> bad parameter)."""
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            return check(value)
+        except UsageError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return callback
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -32,6 +76,7 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       help="Print the exact commands that would change state; change nothing.")(fn)
     fn = click.option("--verbose", "-v", is_flag=True, help="Mirror log lines to stderr.")(fn)
     fn = click.option("--config", "-c", "config", metavar="PATH", envvar="CARPHOOKS_CONFIG",
+                      callback=_usage(check_config_path),
                       help="Config file (default /usr/local/etc/carphooks.toml; "
                            "env CARPHOOKS_CONFIG).")(fn)
     return fn
@@ -46,14 +91,16 @@ def run_standalone(cmd: click.Command, prog: str, args: Sequence[str] | None = N
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
         sys.exit(int(ExitCode.USAGE))
     except click.UsageError as exc:
-        exc.show()
+        with contextlib.suppress(OSError, ValueError):
+            exc.show()
         opts = Options(None, False, False)
         log = opts.fallback_log()
         log.mirror = False
         log.error(f"{prog}: {exc.format_message()}")
         sys.exit(int(ExitCode.USAGE))
     except click.ClickException as exc:
-        exc.show()
+        with contextlib.suppress(OSError, ValueError):
+            exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -105,8 +152,9 @@ TINC_COMMANDS = {
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
-@click.option("--host", metavar="NAME", help="This host's tinc node name (default: tinc NAME "
-              "recorded by tinc-up, then the hostname).")
+@click.option("--host", metavar="NAME", callback=_usage(check_host),
+              help="This host's tinc node name (default: tinc NAME recorded by tinc-up, then "
+                   "the hostname).")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, verbose: bool, dry_run: bool,
         host: str | None) -> None:
@@ -134,9 +182,14 @@ def status(opts: Options, as_json: bool, nagios: bool) -> int:
             ctx = opts.context()
             code, line = actions.nagios(actions.status(ctx))
         except CarphooksError as exc:
-            click.echo(f"CARPHOOKS UNKNOWN - {exc}")
+            echo(f"CARPHOOKS UNKNOWN - {exc}")
             return 3
-        click.echo(line)
+        except Interrupted:
+            raise
+        except Exception as exc:  # a plugin answers UNKNOWN, never a traceback
+            echo(f"CARPHOOKS UNKNOWN - internal error: {type(exc).__name__}: {exc}")
+            return 3
+        echo(line)
         return code
     return int(_status(opts, as_json))
 
@@ -146,27 +199,27 @@ def _status(opts: Options, as_json: bool) -> int:
     ctx = opts.context()
     report = actions.status(ctx)
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        echo(json.dumps(report, indent=2, sort_keys=True))
         return 0
     q = report["quorum"]
-    click.echo(f"host {report['host'] or '?'} ({report['backend']}): {q['reason']}"
+    echo(f"host {report['host'] or '?'} ({report['backend']}): {q['reason']}"
                f"{'; MAINTENANCE' if report['maintenance'] else ''}")
     for g in report["groups"]:
-        click.echo(f"group {g['name']} (vhid {g['vhid']} on {g['carp_interface']}): CARP "
+        echo(f"group {g['name']} (vhid {g['vhid']} on {g['carp_interface']}): CARP "
                    f"{g['carp']}, should {'hold' if g['should_hold'] else 'release'} "
                    f"({g['reason']}): {g['verdict']}")
         for addr, st in g["addresses"].items():
-            click.echo(f"  {addr} on {g['external_interface']}: {st}")
+            echo(f"  {addr} on {g['external_interface']}: {st}")
     last = report["last_event"]
     if last:
-        click.echo(f"last event: {last.get('source')} {last.get('detail')} "
+        echo(f"last event: {last.get('source')} {last.get('detail')} "
                    f"({last.get('age', '?')} s ago)")
     return 0
 
 
 @cli.command()
 @click.argument("groups", nargs=-1)
-@click.option("--every", type=click.FloatRange(min=0.5), metavar="SECONDS",
+@click.option("--every", type=Seconds(0.5, 86400), metavar="SECONDS",
               help="Repeat forever at this interval (for daemon(8) or a supervisor; cron "
                    "runs it once a minute without this).")
 @click.pass_obj
@@ -178,8 +231,13 @@ def reconcile(opts: Options, groups: tuple[str, ...], every: float | None) -> in
         try:
             _reconcile(opts, groups)
         except SystemExit:
-            pass
-        time.sleep(every)
+            if runner.interrupted() is not None:
+                raise
+        try:
+            time.sleep(every)
+        except Interrupted as exc:
+            stop(opts, exc, "carphooks reconcile")
+        opts.started = time.monotonic()  # each pass gets the whole time budget
 
 
 @guarded("carphooks reconcile")
@@ -188,7 +246,7 @@ def _reconcile(opts: Options, names: tuple[str, ...]) -> int:
     selected = [_group(ctx, n) for n in names] or None
     outcomes = actions.reconcile(ctx, selected)
     for line in actions.outcome_lines(outcomes):
-        click.echo(line)
+        echo(line)
     return int(ExitCode.FAILED) if any(o.errors for o in outcomes) else 0
 
 
@@ -214,15 +272,16 @@ def _manual(opts: Options, name: str, want: bool, force: bool) -> int:
     ctx = opts.context()
     outcome = actions.manual(ctx, _group(ctx, name), want, force)
     for line in actions.outcome_lines([outcome]):
-        click.echo(line)
+        echo(line)
     if not outcome.changes:
-        click.echo(f"group {outcome.group.name}: nothing to do")
+        echo(f"group {outcome.group.name}: nothing to do")
     return int(ExitCode.FAILED) if outcome.errors else 0
 
 
 @cli.command()
 @click.argument("action", type=click.Choice(["on", "off", "status"]))
 @click.option("--wait", default=15.0, show_default=True, metavar="SECONDS",
+              type=Seconds(0, 3600),
               help="With 'on': how long to wait for a peer to become master.")
 @click.pass_obj
 def maintenance(opts: Options, action: str, wait: float) -> int:
@@ -233,7 +292,7 @@ def maintenance(opts: Options, action: str, wait: float) -> int:
 
 @guarded("carphooks maintenance")
 def _maintenance(opts: Options, action: str, wait: float) -> int:
-    ctx = opts.context()
+    ctx = opts.context(extra_time=wait)
     if action == "on":
         lines = actions.maintenance_on(ctx, wait)
     elif action == "off":
@@ -244,7 +303,7 @@ def _maintenance(opts: Options, action: str, wait: float) -> int:
         lines = [f"maintenance {'on' if report['maintenance'] else 'off'}; carphooks demotion "
                  f"{dem['carphooks'] or 'none'}; kernel demotion {dem['kernel']}"]
     for line in lines:
-        click.echo(line)
+        echo(line)
     return 0
 
 
@@ -259,7 +318,8 @@ def event_cmd(opts: Options, subsystem: str, type_: str) -> int:
 
 def main(args: Sequence[str] | None = None) -> NoReturn:
     """Console script ``carphooks`` and ``python -m carphooks``."""
-    run_standalone(cli, "carphooks", args)
+    prepare_process()
+    top_level("carphooks", lambda: run_standalone(cli, "carphooks", args))
 
 
 
@@ -279,7 +339,8 @@ def _setup_config(opts: Options) -> configmod.Config:
 @cli.command("render")
 @click.argument("kind", type=click.Choice(list(_render_kinds()), case_sensitive=True),
                 metavar="KIND")
-@click.option("--host", "host", metavar="NAME", help="Render for this tinc node name.")
+@click.option("--host", "host", metavar="NAME", callback=_usage(check_host),
+              help="Render for this tinc node name.")
 @click.option("--bindir", metavar="DIR", help="Directory of the installed console scripts "
               "(default: config bindir, then the running interpreter's directory).")
 @click.pass_obj
@@ -298,7 +359,7 @@ def _render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) 
     from carphooks import render
 
     tgt = render.target(_setup_config(opts), host=host or opts.host, bindir=bindir)
-    click.echo(render.render(tgt, kind).text, nl=False)
+    echo(render.render(tgt, kind).text, nl=False)
     return 0
 
 
@@ -309,7 +370,8 @@ def _render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) 
               type=click.Path(file_okay=False), help="Install into this directory tree.")
 @click.option("--force", is_flag=True,
               help="Replace files carphooks did not write (a backup is kept).")
-@click.option("--host", "host", metavar="NAME", help="Install for this tinc node name.")
+@click.option("--host", "host", metavar="NAME", callback=_usage(check_host),
+              help="Install for this tinc node name.")
 @click.option("--bindir", metavar="DIR", help="Directory of the installed console scripts.")
 @click.pass_obj
 def install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | None,
@@ -329,16 +391,16 @@ def _install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | N
     tgt = render.target(config, host=host or opts.host, bindir=bindir)
     report = install.install(render.render_install_set(tgt), Path(root), force=force,
                              dry_run=dry)
-    click.echo(f"host {tgt.host}, topology {config.topology}, binaries in {tgt.bindir}:")
+    echo(f"host {tgt.host}, topology {config.topology}, binaries in {tgt.bindir}:")
     for line in install.describe(report):
-        click.echo(line)
+        echo(line)
     if report.changed or dry:
-        click.echo("next steps:" if not dry else "then (after a real install):")
+        echo("next steps:" if not dry else "then (after a real install):")
         interfaces = sorted({g.carp_interface for g in config.groups})
         for step in install.next_steps(report, config.netname, config.topology, interfaces):
-            click.echo(f"  {step}")
+            echo(f"  {step}")
     else:
-        click.echo("nothing to do: every file is up to date")
+        echo("nothing to do: every file is up to date")
     return 0
 
 
@@ -346,7 +408,8 @@ def _install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | N
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--root", metavar="DIR", default="/", show_default=True,
               type=click.Path(file_okay=False), help="Look for installed files in this tree.")
-@click.option("--host", "host", metavar="NAME", help="Check as this tinc node name.")
+@click.option("--host", "host", metavar="NAME", callback=_usage(check_host),
+              help="Check as this tinc node name.")
 @click.option("--bindir", metavar="DIR", help="Directory of the installed console scripts.")
 @click.pass_obj
 def check_cmd(opts: Options, as_json: bool, root: str, host: str | None,
@@ -368,8 +431,8 @@ def _check_cmd(opts: Options, as_json: bool, root: str, host: str | None,
     doctor = check.run(opts.config_path, root=Path(root), host=host or opts.host,
                        bindir=bindir)
     if as_json:
-        click.echo(json.dumps(doctor.as_json(), indent=2))
+        echo(json.dumps(doctor.as_json(), indent=2))
     else:
         for item in doctor.checks:
-            click.echo(item.line())
+            echo(item.line())
     return int(ExitCode.FAILED) if doctor.failed else 0

@@ -79,6 +79,8 @@ class CarpParams:
                 text = self.password_file.read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"{self.password_file}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"{self.password_file}: not valid UTF-8") from None
             value = text.strip()
             problem = password_problem(value)
             if problem is not None:
@@ -250,6 +252,8 @@ def load(path: Path, *, check_permissions: bool = True) -> Config:
         raise ConfigError(f"{label}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{label}: not valid UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{label}: not valid TOML: nested too deeply") from None
     config = parse(data, path=path, check_permissions=check_permissions)
     if check_permissions and any(g.carp.password is not None for g in config.groups):
         # an inline password makes the whole file a secret

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import signal
 
 
 class ExitCode(enum.IntEnum):
@@ -13,6 +14,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # bad arguments or environment
     CONFIG = 6  # bad config (also: unsafe file permissions)
     LOCKED = 7  # the state lock was not acquired in time
+    # 128 + N: stopped by signal N (SIGHUP 129, SIGINT 130, SIGTERM 143); see Interrupted
 
 
 class CarphooksError(Exception):
@@ -56,3 +58,34 @@ class StateError(CarphooksError):
     """A state file is corrupt or unsafe; callers choose the safe side (release)."""
 
     code = ExitCode.FAILED
+
+
+class Interrupted(BaseException):
+    """SIGTERM, SIGINT or SIGHUP arrived: stop now (exit code 128 + signal number).
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` (or
+    ``except CarphooksError``) on the way up can swallow it and carry on.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.killed: str | None = None  # the command that was running, redacted
+        super().__init__(signum)
+
+    @property
+    def code(self) -> int:
+        """The exit code: 128 + the signal number, as a shell reports it."""
+        return 128 + self.signum
+
+    @property
+    def signame(self) -> str:
+        """``SIGTERM`` etc."""
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+    def __str__(self) -> str:
+        what = f"killed '{self.killed}'" if self.killed else "no command was running"
+        return f"interrupted by {self.signame} ({what}); stopped, the next event or " \
+               "reconcile converges"

@@ -85,6 +85,8 @@ class FakeBSD:
         env["FAKEBSD_LOG"] = str(self.log_path)
         env["FAKEBSD_RELEASE"] = self.release
         env["FAKEBSD_SYSLOG"] = str(self.syslog_path)
+        # carphooks' runner gives commands a clean environment; these pass through
+        env["CARPHOOKS_PASSENV"] = "FAKEBSD_STATE:FAKEBSD_LOG:FAKEBSD_RELEASE:FAKEBSD_SYSLOG"
         return env
 
     def run(self, *argv: str, input: str | None = None,
