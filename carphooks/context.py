@@ -13,6 +13,7 @@ from carphooks.backends.base import Backend
 from carphooks.config import Config, Group, IPInterface
 from carphooks.engine import Engine
 from carphooks.errors import StateError, UsageError
+from carphooks.events import CarpState
 from carphooks.log import Log
 from carphooks.policy import Quorum, quorum
 from carphooks.runner import Runner
@@ -35,13 +36,16 @@ class Context:
     host: str | None = None
     to_announce: list[tuple[str, list[IPInterface]]] = field(default_factory=list)
     to_probe: list[Group] = field(default_factory=list)
+    lock_depth: int = 0  # > 0 while this process holds the state lock
+    release_only: str | None = None  # why this action may not take (no lock, no state)
+    took: dict[str, tuple[Group, CarpState]] = field(default_factory=dict)  # taken, on what
 
 
 def build_context(config: Config, log: Log, *, dry_run: bool = False,
                   host: str | None = None, echo: Any = None) -> Context:
     """Wire config, runner, backend and engine together."""
     runner = Runner(dry_run=dry_run, echo=echo, trace=log.debug)
-    state = StateDir(config.state_dir)
+    state = StateDir(config.state_dir, dry_run=dry_run)
     backend = get_backend(config.backend, runner, state, config.demotion_file)
     engine = Engine(backend, log, dry_run=dry_run)
     ctx = Context(config=config, log=log, runner=runner, state=state, backend=backend,
