@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,16 +17,15 @@ from carphooks.config import Group, IPInterface
 from carphooks.context import Context as Context  # re-exported for the CLI
 from carphooks.context import build_context as build_context
 from carphooks.context import (
-    current_peers,
     current_quorum,
     in_maintenance,
 )
 from carphooks.dad import Repairs
 from carphooks.engine import Outcome, address_status, plan
-from carphooks.errors import CarphooksError, StateError, UsageError
-from carphooks.events import CarpEvent, CarpState, TincEnv
+from carphooks.errors import CarphooksError, LockTimeout, StateError, UsageError
+from carphooks.events import CarpEvent, CarpState, TincEnv, parse_carp_event, parse_tinc_env
 from carphooks.policy import Decision, Quorum, decide, quorum
-from carphooks.state import Peers
+from carphooks.state import Held, Peers
 
 
 @dataclass
@@ -76,7 +76,12 @@ def apply_views(ctx: Context, views: Sequence[GroupView], reader: Reader) -> lis
     todo: list[tuple[int, GroupView]] = []
     for i, view in enumerate(views):
         group = view.group
-        if view.external is None:
+        if view.decision.hold and ctx.release_only is not None:  # keep, but take nothing
+            outcome = Outcome(group=group, hold=True)
+            outcome.errors.append(f"group {group.name}: not taken ({ctx.release_only})")
+            ctx.log.error(outcome.errors[-1])
+            results[i] = outcome
+        elif view.external is None:
             outcome = Outcome(group=group, hold=view.decision.hold)
             missing = f"interface {group.external_interface} does not exist"
             if view.decision.hold:
@@ -101,11 +106,12 @@ def apply_views(ctx: Context, views: Sequence[GroupView], reader: Reader) -> lis
         cache = {name: iface for name, iface in reader.cache.items() if iface is not None}
         done = ctx.engine.converge_all([(v.group, v.decision.hold) for _, v in todo], cache)
         reader.cache.update(cache)
-        for (i, _), outcome in zip(todo, done, strict=True):
+        for (i, view), outcome in zip(todo, done, strict=True):
             results[i] = outcome
             added = [c.address for c in outcome.done if c.op == "add"]
             if added and not ctx.dry_run:
                 ctx.to_announce.append((outcome.group.external_interface, added))
+                ctx.took[outcome.group.name] = (outcome.group, view.carp)
     return [results[i] for i in range(len(views))]
 
 
@@ -117,8 +123,9 @@ def apply_view(ctx: Context, view: GroupView, reader: Reader) -> Outcome:
 def finish(ctx: Context) -> None:
     """Hand slow work (probes, announcements, DAD follow-up) to a detached child; the
     hook returns at once."""
-    if (not ctx.to_announce and not ctx.to_probe and not ctx.to_watch) or ctx.dry_run:
-        return
+    if (not ctx.to_announce and not ctx.to_probe and not ctx.to_watch) or ctx.dry_run \
+            or ctx.lock_depth:
+        return  # (under the lock, e.g. a replayed event: the holder finishes after letting go)
     jobs = list(ctx.to_announce)
     probes = list(ctx.to_probe)
     watch = list(ctx.to_watch)
@@ -175,7 +182,7 @@ def watch_dad(ctx: Context, groups: Sequence[Group],
                 still.append(group)
                 continue
             try:
-                with ctx.state.lock(ctx.config.lock_timeout):
+                with exclusive(ctx, state_ok=False):
                     reader = Reader(ctx)
                     view = observe(ctx, group, reader, current_quorum(ctx))
                     if not view.decision.hold or view.external is None:
@@ -210,7 +217,10 @@ def _probing(ctx: Context, group: Group) -> bool:
     until = marker.get("until") if marker else None
     if isinstance(until, int | float) and until > time.time():
         return True
-    ctx.state.write(name, {"until": time.time() + PROBE_WINDOW + 2})
+    try:
+        ctx.state.write(name, {"until": time.time() + PROBE_WINDOW + 2})
+    except StateError as exc:  # a take may depend on bookkeeping; the others go on
+        ctx.log.error(f"group {group.name}: {exc}; probing anyway")
     return False
 
 
@@ -249,7 +259,7 @@ def _probe_then_take(ctx: Context, group: Group, window: float) -> bool:
                           "not taken (reconcile retries)")
             return False
         time.sleep(0.05)
-    with ctx.state.lock(ctx.config.lock_timeout):
+    with exclusive(ctx, state_ok=False):
         reader = Reader(ctx)
         view = observe(ctx, group, reader, current_quorum(ctx))
         if not view.decision.hold:
@@ -259,12 +269,253 @@ def _probe_then_take(ctx: Context, group: Group, window: float) -> bool:
         if view.external is None:
             return False
         outcome = ctx.engine.converge(group, True, view.external)
+        if any(c.op == "add" for c in outcome.done):
+            ctx.took[group.name] = (group, view.carp)
     added = [c.address for c in outcome.done if c.op == "add"]
     if added:
         ctx.log.notice(f"group {group.name}: taken after a quiet ARP probe "
                        f"({view.decision.reason})")
         ctx.to_announce.append((ifname, added))
     return outcome.ok
+
+
+# -- the lock, bookkeeping, events left for the lock holder -------------------------------
+
+PENDING_MAX_AGE = 60.0  # seconds; an older pending event is stale (e.g. from before a reboot)
+PENDING_BATCH = 32  # pending events replayed per round
+SETTLE_ROUNDS = 3  # re-check/replay rounds before letting go of the lock
+
+
+@contextlib.contextmanager
+def exclusive(ctx: Context, event: Mapping[str, Any] | None = None, *,
+              state_ok: bool = True) -> Iterator[None]:
+    """Hold the state lock around read-decide-act (re-entrant within one process).
+
+    - A hook passes its ``event``: when the lock times out, the event is left for the
+      holder (a ``pending-*.json`` file), which replays it before letting go; the hook
+      exits 7 saying so.
+    - When the lock cannot be used (state_dir unsafe or unwritable, something planted at
+      ``lock``; or it timed out and the event could not be left), the action goes on
+      without it; when nothing can be recorded (the lock opens read-only), it goes on
+      under it. Either way it only releases, never takes: removing an address is
+      idempotent, and a holder that took addresses re-reads CARP before letting go. The
+      problem is raised (one line, its exit code) after the release. Actions that need
+      the state (``state_ok=False``: takes, maintenance) raise it at once.
+    - Before letting go: re-read the CARP state of groups just taken and converge again
+      if it changed, and replay pending events; after letting go, pick up an event left
+      in between.
+    """
+    if ctx.lock_depth:
+        yield
+        return
+    problem: CarphooksError | None = None
+    held: Held | None = None
+    try:
+        held = ctx.state.acquire(ctx.config.lock_timeout)
+    except LockTimeout as exc:
+        if event is None or ctx.dry_run:
+            raise
+        held = _leave_pending(ctx, event, exc)
+        problem = None if held is not None else exc
+    except StateError as exc:
+        problem = exc
+    if held is not None and not held.writable:
+        problem = StateError(f"state_dir {ctx.state.path} takes no writes (read-only or "
+                             "full): nothing can be recorded")
+    if problem is not None:
+        if not state_ok:
+            if held is not None:
+                held.release()
+            raise problem
+        ctx.log.error(f"{problem}; releasing only{'' if held else ', without the lock'}")
+        ctx.release_only = str(problem)
+    if held is None:
+        try:
+            yield
+        finally:
+            ctx.release_only = None
+        raise problem or StateError("no lock")
+    ctx.lock_depth = 1
+    try:
+        _replay_pending(ctx)
+        yield
+        _settle(ctx)
+    finally:
+        ctx.lock_depth = 0
+        ctx.took.clear()
+        ctx.release_only = None
+        held.release()
+    if problem is not None:
+        raise problem
+    _pick_up_pending(ctx)
+
+
+def _leave_pending(ctx: Context, event: Mapping[str, Any], exc: LockTimeout) -> Held | None:
+    """Leave ``event`` for the lock holder, then try the lock once more (it may have let
+    go before looking). The lock when got; None when the event could not be left."""
+    try:
+        name = ctx.state.add_pending({**event, "time": time.time()})
+    except StateError as err:
+        ctx.log.error(f"{exc}, and the event cannot be left for the holder: {err}")
+        return None
+    try:
+        held = ctx.state.acquire(0)
+    except CarphooksError:
+        raise LockTimeout(f"{exc}; the event is left for the lock holder") from None
+    with contextlib.suppress(StateError):
+        ctx.state.remove(name)  # handled here after all
+    return held
+
+
+def _settle(ctx: Context) -> None:
+    """Before letting go of the lock: nothing taken may outlive a CARP change, no event
+    left for the holder may be dropped."""
+    for _ in range(SETTLE_ROUNDS):
+        try:
+            moved = _recheck_taken(ctx)
+        except CarphooksError as exc:
+            ctx.log.error(f"re-check after taking: {exc}")
+            moved = False
+        if not _replay_pending(ctx) and not moved:
+            return
+
+
+def _recheck_taken(ctx: Context) -> bool:
+    """Re-read CARP for the groups taken under this lock; converge again those whose
+    state changed since (their BACKUP event may have timed out on the lock meanwhile)."""
+    taken = list(ctx.took.values())
+    ctx.took.clear()
+    if not taken:
+        return False
+    reader = Reader(ctx)
+    changed = [g for g, carp in taken if _carp_read(ctx, g, reader) is not carp]
+    if not changed:
+        return False
+    q = current_quorum(ctx)
+    views = [observe(ctx, g, reader, q) for g in changed]
+    for view in views:
+        ctx.log.warning(f"group {view.group.name}: CARP is {view.carp.value} now, it changed "
+                        f"while the group was being taken: converging again")
+    apply_views(ctx, views, reader)
+    return True
+
+
+def _carp_read(ctx: Context, group: Group, reader: Reader) -> CarpState:
+    carp_if = reader.get(group.carp_interface) if ctx.backend.reads_carp_interface else None
+    return ctx.backend.carp_state(group, carp_if)
+
+
+def _replay_pending(ctx: Context) -> bool:
+    """Replay the events hooks left when the lock timed out, oldest first."""
+    if ctx.dry_run:
+        return False
+    try:
+        names = ctx.state.pending()[:PENDING_BATCH]
+    except StateError as exc:
+        ctx.log.error(f"pending events: {exc}")
+        return False
+    for name in names:
+        try:
+            data = ctx.state.read(name)
+        except StateError as exc:
+            data = None
+            ctx.log.error(f"{exc}; dropped")
+        try:
+            ctx.state.remove(name)
+        except StateError as exc:
+            ctx.log.error(f"{exc}; not replaying it")
+            continue
+        if data is not None:
+            _replay(ctx, name, data)
+    return bool(names)
+
+
+def _replay(ctx: Context, name: str, data: Mapping[str, Any]) -> None:
+    when = data.get("time")
+    hook = data.get("hook")
+    try:
+        if not isinstance(when, int | float) or not 0 <= time.time() - when <= PENDING_MAX_AGE:
+            raise StateError(f"pending event {name} is stale or undated")
+        if hook == "carp-event":
+            event = parse_carp_event(str(data.get("subsystem")), str(data.get("type")))
+            ctx.log.info(f"replaying carp-event {event.subsystem} {event.state.value}, "
+                         "which timed out on the lock")
+            carp_event(ctx, event)
+            return
+        run = TINC_REPLAY.get(str(hook))
+        env = data.get("env")
+        if run is None or not isinstance(env, dict):
+            raise StateError(f"pending event {name}: unknown content")
+        parsed = parse_tinc_env({str(k): v for k, v in env.items() if isinstance(v, str)},
+                                need_node=str(hook).startswith("tinc-host-"))
+        ctx.log.info(f"replaying {hook} ({parsed.node or parsed.name}), "
+                     "which timed out on the lock")
+        run(ctx, parsed)
+    except CarphooksError as exc:
+        ctx.log.error(f"pending {hook or 'event'}: {exc}")
+
+
+def _pick_up_pending(ctx: Context) -> None:
+    """After letting go: an event left just after the last look is replayed here, unless
+    another process holds the lock now (then it replays it)."""
+    if ctx.dry_run:
+        return
+    for _ in range(SETTLE_ROUNDS):
+        try:
+            if not ctx.state.pending():
+                return
+            held = ctx.state.acquire(0)
+        except CarphooksError:
+            return
+        ctx.lock_depth = 1
+        try:
+            _settle(ctx)
+        finally:
+            ctx.lock_depth = 0
+            ctx.took.clear()
+            held.release()
+
+
+def _tinc_marker(env: TincEnv) -> dict[str, str]:
+    """tinc's environment for a pending event (parsed again when replayed)."""
+    pairs = (("NETNAME", env.netname), ("NAME", env.name), ("INTERFACE", env.interface),
+             ("DEVICE", env.device), ("NODE", env.node), ("REMOTEADDRESS", env.remote_address),
+             ("REMOTEPORT", env.remote_port))
+    return {k: v for k, v in pairs if v is not None}
+
+
+def _record(ctx: Context, what: str, write: Callable[[], None]) -> bool:
+    """Bookkeeping: a failed write is logged and never stops a release."""
+    if ctx.dry_run:
+        return True
+    try:
+        write()
+    except StateError as exc:
+        ctx.log.error(f"cannot record {what}: {exc}")
+        return False
+    return True
+
+
+def _record_peers(ctx: Context, reachable: frozenset[str], tinc_up: bool,
+                  drop: bool = True) -> bool:
+    """Record reachable peers; if that fails and ``drop``, remove the stale record, which
+    may count peers that are gone (absent means nobody reachable: the safe side)."""
+    if _record(ctx, "reachable peers", lambda: ctx.state.write_peers(reachable, tinc_up)):
+        return True
+    if drop:
+        try:
+            ctx.state.remove("peers.json")
+        except StateError as exc:
+            ctx.log.error(f"stale peers record kept: {exc}")
+    return False
+
+
+def _record_carp(ctx: Context, subsystem: str, state: CarpState) -> None:
+    """Remember an event's CARP state (Linux); this process acts on it even unrecorded."""
+    try:
+        ctx.backend.record_event(subsystem, state)
+    except StateError as exc:
+        ctx.log.error(f"cannot record CARP state {subsystem} {state.value}: {exc}")
 
 
 # -- carp-event --------------------------------------------------------------------
@@ -276,10 +527,11 @@ def carp_event(ctx: Context, event: CarpEvent) -> list[Outcome]:
         ctx.log.info(f"CARP event {event.subsystem} {event.state.value}: no group for vhid "
                      f"{event.vhid} on {event.interface} in {ctx.config.path}; ignored")
         return []
-    with ctx.state.lock(ctx.config.lock_timeout):
-        ctx.backend.record_event(event.subsystem, event.state)
-        if not ctx.dry_run:
-            ctx.state.write_last_event("carp-event", f"{event.subsystem} {event.state.value}")
+    with exclusive(ctx, {"hook": "carp-event", "subsystem": event.subsystem,
+                         "type": event.state.value}):
+        _record_carp(ctx, event.subsystem, event.state)
+        _record(ctx, "the last event", lambda: ctx.state.write_last_event(
+            "carp-event", f"{event.subsystem} {event.state.value}"))
         reader = Reader(ctx)
         view = observe(ctx, group, reader, current_quorum(ctx))
         if view.carp is not event.state:
@@ -307,14 +559,17 @@ def reconcile(ctx: Context, groups: Sequence[Group] | None = None,
     its changes twice would re-add an IPv4 address, which FreeBSD bounces.
     """
     unique = list({g.subsystem: g for g in groups or ctx.config.groups}.values())
-    with ctx.state.lock(ctx.config.lock_timeout):
+    with exclusive(ctx):
         outcomes = _reconcile_locked(ctx, unique, why)
+        if ctx.release_only is None:
+            demotion.repair(ctx)
     finish(ctx)
     return outcomes
 
 
-def _reconcile_locked(ctx: Context, groups: Iterable[Group], why: str) -> list[Outcome]:
-    q = current_quorum(ctx)
+def _reconcile_locked(ctx: Context, groups: Iterable[Group], why: str,
+                      q: Quorum | None = None) -> list[Outcome]:
+    q = q or current_quorum(ctx)
     reader = Reader(ctx)
     views = [observe(ctx, group, reader, q) for group in groups]
     outcomes = apply_views(ctx, views, reader)
@@ -328,7 +583,7 @@ def _reconcile_locked(ctx: Context, groups: Iterable[Group], why: str) -> list[O
 
 def manual(ctx: Context, group: Group, hold: bool, force: bool) -> Outcome:
     """``carphooks hold|release GROUP``: by hand, until the next event or reconcile."""
-    with ctx.state.lock(ctx.config.lock_timeout):
+    with exclusive(ctx):
         reader = Reader(ctx)
         view = observe(ctx, group, reader, current_quorum(ctx))
         if hold and not view.decision.hold and not force:
@@ -372,11 +627,12 @@ def tinc_up(ctx: Context, env: TincEnv) -> list[str]:
     if ctx.config.topology == "tinc":  # refuse before any change (ConfigError, exit 6)
         ctx.backend.check_carp_features(groups)  # e.g. unicast CARP before FreeBSD 14.0
         secrets = {g.name: g.carp.secret() for g in groups}
-    with ctx.state.lock(ctx.config.lock_timeout):
-        if not ctx.dry_run:
-            ctx.state.write("self.json", {"name": env.name, "time": time.time()})
-            ctx.state.write_peers(frozenset(), tinc_up=True)
-            ctx.state.write_last_event("tinc-up", f"{env.name} on {env.interface}")
+    with exclusive(ctx, {"hook": "tinc-up", "env": _tinc_marker(env)}):
+        _record(ctx, "this host's name", lambda: ctx.state.write(
+            "self.json", {"name": env.name, "time": time.time()}))
+        _record_peers(ctx, frozenset(), tinc_up=True)
+        _record(ctx, "the last event", lambda: ctx.state.write_last_event(
+            "tinc-up", f"{env.name} on {env.interface}"))
         mac = host.mac if host is not None else configmod.derive_mac(env.name,
                                                                       ctx.config.netname)
         done += ctx.backend.setup_vpn(env.interface, mac,
@@ -394,7 +650,8 @@ def tinc_up(ctx: Context, env: TincEnv) -> list[str]:
                     peer=v4[0] if v4 else None, peer6=v6[0] if v6 else None)
                 reader.forget(group.carp_interface)
         demotion.resync(ctx)
-        outcomes = _reconcile_locked(ctx, groups, "tinc-up")
+        outcomes = _reconcile_locked(ctx, groups, "tinc-up", quorum(
+            ctx.config, env.name, Peers(reachable=frozenset(), tinc_up=True, updated=0.0)))
     for line in done:
         ctx.log.notice(f"tinc-up: {line}")
     finish(ctx)
@@ -410,14 +667,14 @@ def tinc_down(ctx: Context, env: TincEnv) -> list[Outcome]:
         return []
     ctx.host = env.name
     outcomes: list[Outcome] = []
-    with ctx.state.lock(ctx.config.lock_timeout):
-        if not ctx.dry_run:
-            ctx.state.write_peers(frozenset(), tinc_up=False)
-            ctx.state.write_last_event("tinc-down", f"{env.name} on {env.interface}")
+    with exclusive(ctx, {"hook": "tinc-down", "env": _tinc_marker(env)}):
+        _record_peers(ctx, frozenset(), tinc_up=False)
+        _record(ctx, "the last event", lambda: ctx.state.write_last_event(
+            "tinc-down", f"{env.name} on {env.interface}"))
         reader = Reader(ctx)
         views = []
         for group in ctx.config.groups_on(env.interface):
-            ctx.backend.record_event(group.subsystem, CarpState.INIT)
+            _record_carp(ctx, group.subsystem, CarpState.INIT)
             views.append(GroupView(group, CarpState.INIT, Decision(False, "tinc is going down"),
                                    reader.get(group.external_interface), None))
         outcomes = apply_views(ctx, views, reader)
@@ -431,8 +688,13 @@ def tinc_host(ctx: Context, env: TincEnv, up: bool) -> list[Outcome]:
     ctx.host = env.name
     node = env.node or ""
     outcomes: list[Outcome] = []
-    with ctx.state.lock(ctx.config.lock_timeout):
-        before = current_peers(ctx)
+    hook = f"tinc-host-{'up' if up else 'down'}"
+    with exclusive(ctx, {"hook": hook, "env": _tinc_marker(env)}):
+        try:
+            before, unknown = ctx.state.peers(ctx.config.voters), False
+        except StateError as exc:  # what held before is unknown: act as on a change
+            ctx.log.error(f"{exc}; treating every peer as unreachable")
+            before, unknown = Peers(reachable=frozenset(), tinc_up=False, updated=0.0), True
         q_before = quorum(ctx.config, env.name, before)
         if node not in ctx.config.voters:
             ctx.log.info(f"tinc node {node} {'up' if up else 'down'}: not in tinc.nodes, "
@@ -444,25 +706,29 @@ def tinc_host(ctx: Context, env: TincEnv, up: bool) -> list[Outcome]:
             reachable.discard(node)
         after = Peers(reachable=frozenset(n for n in reachable if n in ctx.config.voters),
                       tinc_up=True, updated=time.time())
-        if not ctx.dry_run:
-            ctx.state.write_peers(after.reachable, tinc_up=True)
-            ctx.state.write_last_event(f"tinc-host-{'up' if up else 'down'}", node)
+        # A peer going away must be recorded or its stale record dropped; a peer coming
+        # back that cannot be recorded is not acted on (only taking may need bookkeeping).
+        recorded = _record_peers(ctx, after.reachable, tinc_up=True, drop=not up)
+        _record(ctx, "the last event", lambda: ctx.state.write_last_event(hook, node))
         q_after = quorum(ctx.config, env.name, after)
         ctx.log.info(f"tinc node {node} {'up' if up else 'down'}"
                      f"{' (' + env.remote_address + ')' if env.remote_address else ''}: "
                      f"{q_after.reason}")
-        if q_before.ok != q_after.ok:
+        if q_before.ok != q_after.ok or unknown:
             if q_after.ok:
                 ctx.log.notice(f"quorum regained ({q_after.have}/{len(ctx.config.voters)})")
             else:
                 ctx.log.warning(f"quorum lost ({q_after.have}/{len(ctx.config.voters)}): "
                                 "releasing floating addresses")
-            why = f"tinc-host-{'up' if up else 'down'}"
-            if q_after.ok:  # undo the demotion first, then take what CARP says
+            why = hook
+            if q_after.ok and not recorded:
+                ctx.log.error(f"quorum regained but not recorded: not taking ({why} or "
+                              "reconcile retries once the state directory is writable)")
+            elif q_after.ok:  # undo the demotion first, then take what CARP says
                 _demote(ctx, "quorum", False)
-                outcomes = _reconcile_locked(ctx, ctx.config.groups, why)
-            else:  # release at once, then demote so a peer with quorum wins
-                outcomes = _reconcile_locked(ctx, ctx.config.groups, why)
+                outcomes = _reconcile_locked(ctx, ctx.config.groups, why, q_after)
+            else:  # release at once (on what this event knows), then demote
+                outcomes = _reconcile_locked(ctx, ctx.config.groups, why, q_after)
                 _demote(ctx, "quorum", True)
     finish(ctx)
     return outcomes
@@ -491,7 +757,7 @@ def maintenance_on(ctx: Context, wait: float) -> list[str]:
         raise CarphooksError(f"maintenance needs CARP demotion, which the {ctx.backend.name} "
                              "backend lacks: stop the CARP daemon (ucarp/keepalived) instead")
     lines: list[str] = []
-    with ctx.state.lock(ctx.config.lock_timeout):
+    with exclusive(ctx, state_ok=False):
         if not ctx.dry_run:
             ctx.state.write_maintenance(True)  # the flag first: a reboot re-applies it
         if demotion.set_reason(ctx, "maintenance", True):
@@ -522,7 +788,7 @@ def maintenance_on(ctx: Context, wait: float) -> list[str]:
 def maintenance_off(ctx: Context) -> list[str]:
     """Remove only the demotion carphooks added for maintenance, then clear the flag."""
     lines: list[str] = []
-    with ctx.state.lock(ctx.config.lock_timeout):
+    with exclusive(ctx, state_ok=False):
         if demotion.set_reason(ctx, "maintenance", False):
             lines.append("removed the maintenance demotion")
         if not ctx.dry_run:
@@ -567,7 +833,7 @@ def status(ctx: Context) -> dict[str, Any]:
     dem = demotion.status(ctx)
     return {
         "host": ctx.host, "backend": ctx.backend.name,
-        "demotion": {"carphooks": dem.added, "kernel": dem.kernel},
+        "demotion": {"carphooks": dem.added, "kernel": dem.kernel, "problems": dem.problems},
         "quorum": {"ok": q.ok, "have": q.have, "need": q.need, "mode": q.mode,
                    "reason": q.reason},
         "maintenance": maint, "last_event": last, "groups": groups,
@@ -627,6 +893,7 @@ def nagios(report: Mapping[str, Any], max_event_age: float | None = None) -> tup
         warn.append(q["reason"])
     if report["maintenance"]:
         warn.append("maintenance mode on")
+    warn.extend(f"demotion: {p}" for p in report["demotion"].get("problems", []))
     last = report.get("last_event") or {}
     if max_event_age is not None and isinstance(last.get("age"), int | float) and \
             last["age"] > max_event_age:
@@ -665,3 +932,9 @@ def tinc_host_up(ctx: Context, env: TincEnv) -> list[Outcome]:
 def tinc_host_down(ctx: Context, env: TincEnv) -> list[Outcome]:
     """tinc ``host-down``."""
     return tinc_host(ctx, env, False)
+
+
+TINC_REPLAY: dict[str, Callable[[Context, TincEnv], Any]] = {
+    "tinc-up": tinc_up, "tinc-down": tinc_down,
+    "tinc-host-up": tinc_host_up, "tinc-host-down": tinc_host_down,
+}

@@ -14,6 +14,7 @@ from carphooks.config import Config, Group, IPInterface
 from carphooks.dad import Repairs
 from carphooks.engine import Engine
 from carphooks.errors import StateError, UsageError
+from carphooks.events import CarpState
 from carphooks.log import Log
 from carphooks.policy import Quorum, quorum
 from carphooks.runner import Runner
@@ -37,13 +38,16 @@ class Context:
     to_announce: list[tuple[str, list[IPInterface]]] = field(default_factory=list)
     to_probe: list[Group] = field(default_factory=list)
     to_watch: list[Group] = field(default_factory=list)  # IPv6 DAD to follow (dad.py)
+    lock_depth: int = 0  # > 0 while this process holds the state lock
+    release_only: str | None = None  # why this action may not take (no lock, no state)
+    took: dict[str, tuple[Group, CarpState]] = field(default_factory=dict)  # taken, on what
 
 
 def build_context(config: Config, log: Log, *, dry_run: bool = False,
                   host: str | None = None, echo: Any = None) -> Context:
     """Wire config, runner, backend and engine together."""
     runner = Runner(dry_run=dry_run, echo=echo, trace=log.debug)
-    state = StateDir(config.state_dir)
+    state = StateDir(config.state_dir, dry_run=dry_run)
     backend = get_backend(config.backend, runner, state, config.demotion_file)
     config = configmod.resolve_probe(config, backend.probe_problem())
     engine = Engine(backend, log, dry_run=dry_run,

@@ -1,92 +1,218 @@
 """The CARP demotion carphooks owns (quorum loss, maintenance).
 
 ``net.inet.carp.demotion`` is additive: carphooks records exactly what it added, per
-reason, before writing it, and subtracts only that (never more than the kernel holds:
-a reboot resets the kernel's counter but not the record).
+reason, and subtracts only that (never more than the kernel holds: a reboot resets
+the kernel's counter but not the record). The record is written before the kernel
+changes, both ways: when it cannot be written nothing is added, and a demotion to be
+removed stays (recorded, shown by status) rather than being subtracted twice later.
+
+A record that cannot be read never counts as "nothing added" (that stranded the
+demotion, and the next quorum loss doubled it): it is rebuilt from what carphooks
+would be demoting for now (the maintenance flag, lost quorum), bounded by what the
+kernel holds. ``status`` reports every mismatch; ``repair`` (reconcile) fixes them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from carphooks.context import Context, in_maintenance
+from carphooks.context import Context, current_quorum, in_maintenance
 from carphooks.errors import CarphooksError, StateError
 
 DEMOTION_OID = "net.inet.carp.demotion"
 PREEMPT_OID = "net.inet.carp.preempt"
 STEP = 240  # moves a master behind any advskew (what OPNsense adds for maintenance)
+REASONS = ("maintenance", "quorum")
 
 
 @dataclass(frozen=True)
 class DemotionStatus:
-    """What carphooks added, and what the kernel holds."""
+    """What carphooks added (None: the record is unreadable), what the kernel holds,
+    and every mismatch between the record, the kernel and the reasons now."""
 
-    added: dict[str, int]
+    added: dict[str, int] | None
     kernel: int | None
+    problems: list[str] = field(default_factory=list)
 
 
-def recorded(ctx: Context) -> dict[str, int]:
-    """carphooks' own demotion by reason; a corrupt record counts as nothing."""
+def _load(ctx: Context) -> tuple[dict[str, int] | None, str | None]:
     try:
-        return ctx.state.demotion()
+        return ctx.state.demotion(), None
     except StateError as exc:
-        ctx.log.error(f"{exc}; assuming carphooks added no demotion")
-        return {}
+        return None, str(exc)
+
+
+def _active(ctx: Context, reason: str) -> bool:
+    """Whether carphooks should be demoting for ``reason`` now."""
+    if reason == "maintenance":
+        return in_maintenance(ctx)
+    if reason == "quorum":
+        return not current_quorum(ctx).ok
+    return False
+
+
+def _gone(reason: str) -> str:
+    return "maintenance is off" if reason == "maintenance" else "quorum holds"
+
+
+def _write(ctx: Context, added: dict[str, int]) -> None:
+    if not ctx.dry_run:
+        ctx.state.write_demotion(added)
+
+
+def _rebuild(ctx: Context, problem: str, changing: str | None, on: bool) -> dict[str, int]:
+    """A record for an unreadable one: STEP per reason in force before this change
+    (``changing`` is turning ``on``), as far as the kernel's demotion covers it."""
+    presumed = [r for r in REASONS if (not on if r == changing else _active(ctx, r))]
+    kernel = ctx.backend.sysctl(DEMOTION_OID)
+    budget = kernel if kernel is not None else STEP * len(presumed)
+    added: dict[str, int] = {}
+    for reason in presumed:
+        if budget >= STEP:
+            added[reason] = STEP
+            budget -= STEP
+    ctx.log.error(f"{problem}; carphooks' demotion rebuilt as "
+                  f"{', '.join(f'{r} {v}' for r, v in added.items()) or 'none'} "
+                  f"(kernel demotion {kernel}, maintenance flag and quorum now)")
+    try:
+        _write(ctx, added)
+    except StateError as exc:
+        ctx.log.error(f"cannot rewrite the demotion record: {exc}")
+    return added
+
+
+def recorded(ctx: Context, changing: str | None = None, on: bool = False) -> dict[str, int]:
+    """carphooks' own demotion by reason; an unreadable record is rebuilt, never {}."""
+    return _current(ctx, changing, on)[0]
+
+
+def _current(ctx: Context, changing: str | None, on: bool) -> tuple[dict[str, int], bool]:
+    """The record, and whether it was readable (else rebuilt)."""
+    added, problem = _load(ctx)
+    if added is None:
+        return _rebuild(ctx, problem or "demotion record unreadable", changing, on), False
+    return added, True
 
 
 def set_reason(ctx: Context, reason: str, on: bool) -> bool:
-    """Add (on) or remove (off) carphooks' demotion for ``reason``; True if it changed."""
+    """Add (on) or remove (off) carphooks' demotion for ``reason``; True if it changed.
+
+    Raises StateError when the record cannot be written (the kernel is then untouched)
+    and CarphooksError when the kernel change fails (the record is restored)."""
     if not ctx.backend.supports_demotion:
         if on:
             ctx.log.info(f"{reason}: the {ctx.backend.name} backend has no CARP demotion")
         return False
-    added = recorded(ctx)
+    added, readable = _current(ctx, reason, on)
+    # Record first, both ways: a crash never strands the demotion, and a removal that
+    # is not recorded would be subtracted again later. An unreadable record (rebuilt
+    # from the kernel on every read) is no such source of truth: then go on anyway.
+    write = _write if readable else _try_write
     if on:
         if reason in added:
             return False
-        added[reason] = STEP
-        if not ctx.dry_run:
-            ctx.state.write_demotion(added)  # record first: a crash never strands it
+        write(ctx, {**added, reason: STEP})
         try:
             ctx.backend.add_demotion(STEP)
         except CarphooksError:
-            if not ctx.dry_run:
-                added.pop(reason)
-                ctx.state.write_demotion(added)
+            _restore(ctx, added)
             raise
-        ctx.log.notice(f"demoted CARP by {STEP} ({reason})")
+        if not ctx.dry_run:
+            ctx.log.notice(f"demoted CARP by {STEP} ({reason})")
         return True
     if reason not in added:
         return False
-    amount = added.pop(reason)
+    rest = {r: v for r, v in added.items() if r != reason}
+    amount = added[reason]
     kernel = ctx.backend.sysctl(DEMOTION_OID)
     if kernel is not None:
         amount = max(0, min(amount, kernel))
+    write(ctx, rest)
     if amount:
-        ctx.backend.add_demotion(-amount)
+        try:
+            ctx.backend.add_demotion(-amount)
+        except CarphooksError:
+            _restore(ctx, added)
+            raise
     if not ctx.dry_run:
-        ctx.state.write_demotion(added)
-    ctx.log.notice(f"removed carphooks' CARP demotion of {amount} ({reason})")
+        ctx.log.notice(f"removed carphooks' CARP demotion of {amount} ({reason})")
     return True
 
 
+def _try_write(ctx: Context, added: dict[str, int]) -> None:
+    try:
+        _write(ctx, added)
+    except StateError as exc:
+        ctx.log.error(f"cannot write the demotion record: {exc}")
+
+
+def _restore(ctx: Context, added: dict[str, int]) -> None:
+    try:
+        _write(ctx, added)
+    except StateError as exc:
+        ctx.log.error(f"cannot restore the demotion record: {exc}")
+
+
 def resync(ctx: Context) -> None:
-    """At tinc-up (maybe after a boot): drop records the kernel lost, re-apply maintenance."""
+    """At tinc-up (maybe after a boot): drop records the kernel lost, re-apply maintenance.
+
+    Failures are logged, never raised: tinc-up goes on to release stale addresses."""
     if not ctx.backend.supports_demotion:
         return
-    added = recorded(ctx)
-    if added:
+    added, problem = _load(ctx)
+    if added is None:
+        _rebuild(ctx, problem or "demotion record unreadable", None, False)
+    elif added:
         kernel = ctx.backend.sysctl(DEMOTION_OID)
         if kernel is not None and kernel < sum(added.values()):
             ctx.log.info(f"kernel demotion is {kernel}, below the {sum(added.values())} "
                          "carphooks recorded: the counter was reset (reboot)")
-            if not ctx.dry_run:
-                ctx.state.write_demotion({})
+            try:
+                _write(ctx, {})
+            except StateError as exc:
+                ctx.log.error(f"cannot reset the demotion record: {exc}")
     if in_maintenance(ctx):
-        set_reason(ctx, "maintenance", True)
+        try:
+            set_reason(ctx, "maintenance", True)
+        except CarphooksError as exc:  # never in the way of tinc-up's release
+            ctx.log.error(f"cannot re-apply the maintenance demotion: {exc}")
+
+
+def repair(ctx: Context) -> None:
+    """Never strand carphooks' demotion: rebuild an unreadable record, and remove what
+    is recorded for a reason that no longer holds (quorum back, maintenance off)."""
+    if not ctx.backend.supports_demotion:
+        return
+    added = recorded(ctx)
+    for reason in REASONS:
+        if reason in added and not _active(ctx, reason):
+            ctx.log.warning(f"carphooks' {reason} demotion is recorded, but "
+                            f"{_gone(reason)}: removing it")
+            try:
+                set_reason(ctx, reason, False)
+            except CarphooksError as exc:
+                ctx.log.error(f"cannot remove the stranded {reason} demotion: {exc}")
 
 
 def status(ctx: Context) -> DemotionStatus:
-    """Recorded and kernel demotion."""
-    kernel = ctx.backend.sysctl(DEMOTION_OID) if ctx.backend.supports_demotion else None
-    return DemotionStatus(added=recorded(ctx), kernel=kernel)
+    """Recorded and kernel demotion, and any mismatch (read-only)."""
+    if not ctx.backend.supports_demotion:
+        return DemotionStatus(added={}, kernel=None)
+    kernel = ctx.backend.sysctl(DEMOTION_OID)
+    added, problem = _load(ctx)
+    if added is None:
+        return DemotionStatus(added=None, kernel=kernel, problems=[
+            f"{problem}: carphooks' share of the kernel demotion {kernel} is unknown "
+            "(reconcile rebuilds the record)"])
+    problems = []
+    total = sum(added.values())
+    if kernel is not None and kernel < total:
+        problems.append(f"kernel demotion {kernel} is below the {total} carphooks recorded")
+    for reason in REASONS:
+        active = _active(ctx, reason)
+        if reason in added and not active:
+            problems.append(f"{reason} demotion {added[reason]} is recorded but "
+                            f"{_gone(reason)}")
+        elif reason == "maintenance" and active and reason not in added:
+            problems.append("maintenance is on but carphooks' maintenance demotion is missing")
+    return DemotionStatus(added=added, kernel=kernel, problems=problems)

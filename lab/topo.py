@@ -238,7 +238,7 @@ class Lab:
         for h in HOSTS:
             cb = self.hdir(h) / "tinc"
             (cb / "hosts").mkdir(parents=True, exist_ok=True)
-            (self.hdir(h) / "state").mkdir(parents=True, exist_ok=True)
+            (self.hdir(h) / "state").mkdir(mode=0o700, parents=True, exist_ok=True)
             others = [o for o in HOSTS if o != h]
             _write(
                 cb / "tinc.conf",

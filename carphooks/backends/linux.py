@@ -7,7 +7,6 @@ it through the adapters in ``hooks/``).
 from __future__ import annotations
 
 import ipaddress
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from carphooks.config import Group, IPInterface
 from carphooks.errors import CommandError, StateError
 from carphooks.events import CarpState
 from carphooks.runner import Runner
-from carphooks.state import StateDir
+from carphooks.state import StateDir, read_regular, replace_file
 
 IF_INET6 = Path("/proc/net/if_inet6")
 IPV6_CONF = Path("/proc/sys/net/ipv6/conf")
@@ -134,7 +133,7 @@ class LinuxBackend(Backend):
     def __init__(self, runner: Runner, state: StateDir,
                  demotion_file: Path | None = None) -> None:
         super().__init__(runner, state, demotion_file)
-        self._dry: dict[str, CarpState] = {}  # events seen under --dry-run, never written
+        self._dry: dict[str, CarpState] = {}  # events this process saw (written unless dry run)
 
     def carp_state(self, group: Group, carp_if: Interface | None) -> CarpState:
         if group.subsystem in self._dry:
@@ -146,9 +145,8 @@ class LinuxBackend(Backend):
         return CarpState(recorded[0]) if recorded else CarpState.INIT
 
     def record_event(self, subsystem: str, state: CarpState) -> None:
-        if self.runner.dry_run:
-            self._dry[subsystem] = state
-        else:
+        self._dry[subsystem] = state  # acted on even when it cannot be recorded
+        if not self.runner.dry_run:
             self.state.write_carp_state(subsystem, state.value)
 
     def setup_vpn(self, ifname: str, mac: str | None, address: IPInterface | None) -> list[str]:
@@ -189,11 +187,10 @@ class LinuxBackend(Backend):
     def sysctl(self, name: str) -> int | None:
         if name != "net.inet.carp.demotion" or self.demotion_file is None:
             return None
-        try:
-            return int(self.demotion_file.read_text().strip() or "0")
-        except FileNotFoundError:
-            return 0
-        except (OSError, ValueError):
+        try:  # never blocks on a FIFO nor follows a link planted there
+            raw = read_regular(self.demotion_file, 64)
+            return int(raw.strip() or b"0") if raw is not None else 0
+        except (StateError, ValueError):
             return None
 
     def add_demotion(self, delta: int) -> None:
@@ -207,13 +204,10 @@ class LinuxBackend(Backend):
         if self.runner.dry_run:
             self.runner.echo(f"echo {value} > {path}")
             return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        try:
-            tmp.write_text(f"{value}\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise CommandError([f"write {path}"], 1, exc.strerror or str(exc)) from None
+        try:  # a fresh O_EXCL temporary file, renamed: never written through a link
+            replace_file(path.parent, path.name, f"{value}\n".encode(), 0o644)
+        except StateError as exc:
+            raise CommandError([f"write {path}"], 1, str(exc)) from None
 
     def probe(self, ifname: str, ips: Sequence[ipaddress.IPv4Address],
               timeout: float) -> dict[ipaddress.IPv4Address, str] | None:
