@@ -117,7 +117,10 @@ def test_twelve_concurrent_events_end_in_kernel_state(bsd, config):
     types = ["MASTER", "BACKUP", "INIT"] * 4
     with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
         results = list(pool.map(lambda t: event(bsd, config, "1@tap0", t), types))
-    assert [r.code for r in results] == [0] * 12, [r.err for r in results]
+    # On a slow machine some events may time out on the lock: they exit 7 and leave the
+    # event for the holder, which replays it; either way the end state is the kernel's.
+    assert {r.code for r in results} <= {0, 7}, [r.err for r in results]
+    assert all("left for the lock holder" in r.err for r in results if r.code == 7)
     assert {V4, V6} <= addrs(bsd, "vtnet0")
     adds = [c for c in mutating(bsd) if c[-1] == "alias"]
     assert len(adds) == 2  # each address added exactly once
