@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from carphooks import actions
+from carphooks import actions, mesh
 from carphooks import config as configmod
 from carphooks.entry import Options, guarded, run_carp_event, run_tinc
 from carphooks.errors import CarphooksError, ExitCode, UsageError
@@ -157,6 +157,8 @@ def _status(opts: Options, as_json: bool) -> int:
                    f"({g['reason']}): {g['verdict']}")
         for addr, st in g["addresses"].items():
             click.echo(f"  {addr} on {g['external_interface']}: {st}")
+    if report.get("mesh") is not None:
+        click.echo(mesh.describe(report["mesh"]))
     last = report["last_event"]
     if last:
         click.echo(f"last event: {last.get('source')} {last.get('detail')} "
