@@ -50,12 +50,12 @@ def test_rendered_tinc_conf_is_a_full_mesh_with_bounded_reconnects(tmp_path: Pat
         # tinc 1.0 backs off 5 s more per failure up to MaxTimeout (default 900 s)
         (max_timeout,) = conf["maxtimeout"]
         assert 0 < int(max_timeout) <= 10
-        # tincd lowers PingTimeout to PingInterval: a larger one would be a lie
+        # tincd lowers PingTimeout to PingInterval: a larger one would be a lie; on its
+        # whole-second clock a PingTimeout of 1 may leave a PONG only milliseconds
         (interval,), (timeout,) = conf["pinginterval"], conf["pingtimeout"]
-        assert 1 <= int(timeout) <= int(interval)
-        # a dead link must be dropped well before CARP's master-down time (3 x advbase)
-        assert int(interval) + 2 * int(timeout) <= 3 * min(g.carp.advbase
-                                                           for g in config.groups)
+        assert 2 <= int(timeout) <= int(interval)
+        # a dead link is still noticed within seconds (defaults: 60 and 5)
+        assert int(interval) + 2 * int(timeout) <= 6
 
 
 def test_install_follows_tinc_confbase(tmp_path: Path) -> None:
