@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from carphooks import config as configmod
-from carphooks import demotion, detach, mesh
+from carphooks import demotion, detach
 from carphooks.backends.base import Interface
 from carphooks.config import Group
 from carphooks.context import Context as Context  # re-exported for the CLI
@@ -483,8 +483,17 @@ def status(ctx: Context) -> dict[str, Any]:
         "quorum": {"ok": q.ok, "have": q.have, "need": q.need, "mode": q.mode,
                    "reason": q.reason},
         "maintenance": maint, "last_event": last, "groups": groups,
-        "mesh": mesh.observe(ctx).as_json() if ctx.config.topology == "tinc" else None,
+        "mesh": _mesh(ctx),
     }
+
+
+def _mesh(ctx: Context) -> dict[str, Any] | None:
+    """How each other voter is reached over tinc (imported here: hooks never need it)."""
+    if ctx.config.topology != "tinc":
+        return None
+    from carphooks import mesh
+
+    return mesh.observe(ctx).as_json()
 
 
 def nagios(report: Mapping[str, Any], max_event_age: float | None = None) -> tuple[int, str]:

@@ -166,9 +166,13 @@ def tinc_settings(text: str) -> list[tuple[str, str]]:
     the separator is ``=`` or blanks, and a PEM block (``-----BEGIN`` to ``-----END``)
     is skipped.
     """
-    pairs: list[tuple[str, str]] = []
+    return [(key, value) for _, key, value in _numbered_settings(text)]
+
+
+def _numbered_settings(text: str) -> list[tuple[int, str, str]]:
+    pairs: list[tuple[int, str, str]] = []
     in_pem = False
-    for raw in text.splitlines():
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if in_pem:
             in_pem = not line.startswith("-----END")
@@ -180,7 +184,7 @@ def tinc_settings(text: str) -> list[tuple[str, str]]:
             continue
         match = re.match(r"([^\s=]+)\s*(?:=\s*|\s+)(.*)$", line)
         if match:
-            pairs.append((match.group(1).lower(), match.group(2).strip()))
+            pairs.append((number, match.group(1).lower(), match.group(2).strip()))
     return pairs
 
 
@@ -194,10 +198,10 @@ def node_address(text: str, resolve: Callable[[str], Iterable[IPAddress]] | None
     ips: set[IPAddress] = set()
     names: list[str] = []
     ports: set[int] = set()
-    default_port = DEFAULT_PORT
+    default_port = None  # tinc takes the first Port (src/conf.c lookup_config)
     for key, value in tinc_settings(text):
         if key == "port":
-            default_port = _port(value) or default_port
+            default_port = default_port or _port(value)
         elif key == "address":
             parts = value.split()
             if not parts:
@@ -208,7 +212,7 @@ def node_address(text: str, resolve: Callable[[str], Iterable[IPAddress]] | None
                 ips.add(parse_ip(parts[0]))
             except ValueError:
                 names.append(parts[0])
-    ports.add(default_port)
+    ports.add(default_port or DEFAULT_PORT)
     if names and resolve is not None:
         for name in names:
             ips.update(resolve(name))
@@ -216,12 +220,16 @@ def node_address(text: str, resolve: Callable[[str], Iterable[IPAddress]] | None
 
 
 def own_port(tinc_conf: str, own_host_file: str) -> int:
-    """The port this tincd listens on: ``Port`` in tinc.conf, then in hosts/NAME
-    (tinc 1.0 reads both into one tree, src/net_setup.c ``setup_myself``)."""
-    for text in (tinc_conf, own_host_file):
-        for key, value in tinc_settings(text):
-            if key == "port" and _port(value) is not None:
-                return int(value)
+    """The port this tincd listens on. tinc 1.0 reads tinc.conf and hosts/NAME into one
+    tree (src/net_setup.c ``setup_myself``) ordered by variable, then line number, then
+    file name (src/conf.c ``config_compare``), and takes the first ``Port``."""
+    found = [(number, order, value)
+             for order, text in ((1, tinc_conf), (0, own_host_file))  # "hosts/" < "tinc.conf"
+             for number, key, value in _numbered_settings(text) if key == "port"]
+    for _, _, value in sorted(found):
+        port = _port(value)
+        if port is not None:
+            return port
     return DEFAULT_PORT
 
 

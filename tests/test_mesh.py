@@ -89,8 +89,12 @@ def test_hosts_file_addresses_ports_and_key_block() -> None:
     assert node.ports == {656, 657, 700}  # nothing from inside the key block
     assert seen == ["bhost.example"] and node.names == ("bhost.example",)
     assert mesh.node_address("Address = 198.51.100.12\n").ports == {655}
+    assert mesh.node_address("Port = 700\nPort = 701\n").ports == {700}  # the first
+    # tinc.conf and hosts/ME in one tree: lowest line number first, then hosts/ME
     assert mesh.own_port("Name = hA\n", "Port = 1655\n") == 1655
-    assert mesh.own_port("Port = 800\n", "Port = 1655\n") == 800
+    assert mesh.own_port("Name = hA\nPort = 800\n", "Port = 1655\n") == 1655
+    assert mesh.own_port("Port = 800\n", "Address = x\nPort = 1655\n") == 800
+    assert mesh.own_port("Port = 800\n", "Port = 1655\n") == 1655
     assert mesh.own_port("", "") == 655
 
 
