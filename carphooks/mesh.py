@@ -1,13 +1,14 @@
 """Direct tinc links: which voters this host reaches over its own meta connection.
 
-tinc 1.0 tells scripts when a node becomes *reachable* (``host-up``/``host-down`` from
-``src/graph.c`` ``check_reachability``, run for every node the graph reaches, through
-any path), never whether the path is direct: there is no script for a meta connection,
+tinc 1.0 tells scripts when a node becomes *reachable* (``host-up``/``host-down``, run
+from ``src/graph.c`` ``sssp_bfs`` for every node the graph reaches, through any path),
+never whether the path is direct: there is no script for a meta connection,
 ``REMOTEADDRESS`` is the address tinc keeps for the node whichever edge it learned it
-from, and the SIGUSR1/SIGUSR2 dumps (``src/process.c`` ``sigusr1_handler``) go to
-syslog. What is certain is that every direct link is one TCP meta connection owned by
-tincd (``src/net_socket.c`` ``do_outgoing_connection``, ``handle_new_meta_connection``),
-so this module lists tincd's established TCP sockets (FreeBSD ``sockstat``, Linux
+from, the SIGUSR1/SIGUSR2 dumps (``src/process.c`` ``sigusr1_handler``) go to the log,
+and ``GraphDumpFile`` is written at most once a minute (``src/net.c`` ``main_loop``).
+What is certain is that every direct link is one TCP meta connection owned by tincd
+(``src/net_socket.c`` ``do_outgoing_connection``, ``handle_new_meta_connection``), so
+this module lists tincd's established TCP sockets (FreeBSD ``sockstat``, Linux
 ``ss``) through the runner and matches their far end against the node's ``Address``
 and ``Port`` from tinc's ``hosts/NODE`` files.
 
