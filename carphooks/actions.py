@@ -837,6 +837,7 @@ def status(ctx: Context) -> dict[str, Any]:
         "quorum": {"ok": q.ok, "have": q.have, "need": q.need, "mode": q.mode,
                    "reason": q.reason},
         "maintenance": maint, "last_event": last, "groups": groups,
+        "mesh": _mesh(ctx),
     }
 
 
@@ -873,6 +874,15 @@ def _verdict(group: Group, view: GroupView, addrs: Mapping[str, str],
         if present:
             problems.insert(0, "drift: should release, holds " + ", ".join(present))
     return ("; ".join(problems) or "ok"), dad
+
+
+def _mesh(ctx: Context) -> dict[str, Any] | None:
+    """How each other voter is reached over tinc (imported here: hooks never need it)."""
+    if ctx.config.topology != "tinc":
+        return None
+    from carphooks import mesh
+
+    return mesh.observe(ctx).as_json()
 
 
 def nagios(report: Mapping[str, Any], max_event_age: float | None = None) -> tuple[int, str]:

@@ -132,6 +132,7 @@ class Doctor:
             self.check_devd(tgt)
             if config.topology == "tinc":
                 self.check_tinc(tgt)
+                self.check_mesh(tgt)
             else:
                 self.check_unicast(tgt)
             self.check_file(tgt, "sysctl.conf", WARN)
@@ -430,6 +431,11 @@ class Doctor:
         else:
             self.add("tinc.conf", OK, f"{path}: Mode = switch on a tap, TCPOnly")
 
+    def check_mesh(self, tgt: Target) -> None:
+        """Live: every other voter reached over a direct tinc connection (carphooks.mesh)."""
+        warn, message, fix = mesh_verdict(tgt, self.root)
+        self.add("tinc links", WARN if warn else OK, message, fix)
+
     def check_unicast(self, tgt: Target) -> None:
         config = tgt.config
         ok = self.check_file(tgt, "rc.conf", FAIL, "service netif restart IF (or reboot)")
@@ -570,6 +576,54 @@ class Doctor:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+def mesh_verdict(tgt: Target, root: Path) -> tuple[bool, str, str]:
+    """(warn, message, fix) for the tinc links of this host: WARN when a voter is reached
+    only through another node, is unreachable, or the links cannot be read."""
+    from carphooks import actions, mesh
+    from carphooks.log import Log
+    from carphooks.state import StateDir
+
+    config = tgt.config
+    others = [v for v in config.voters if v != tgt.host]
+    if not others:
+        return False, "no other voters", ""
+    try:
+        peers = StateDir(config.state_dir).peers(config.voters)
+    except CarphooksError as exc:
+        return True, f"cannot read the reachable peers: {exc}", "run check as root"
+    if not peers.tinc_up:
+        return False, "not checked: tinc-up has not run on this host (tincd stopped?)", ""
+    tinc_dir = under(root, str(config.tinc_dir))
+    try:
+        ctx = actions.build_context(config, Log(config.log_tag, config.syslog_socket,
+                                                mirror=False))
+        conns = mesh.list_connections(ctx.runner, ctx.backend.name)
+    except CarphooksError as exc:
+        return True, f"cannot tell which voters are reached directly: {exc}", ""
+    view = mesh.mesh(tinc_dir, tgt.host, config.voters, peers.reachable, conns)
+    retry = f"tincd -n {config.netname} -kALRM retries every ConnectTo at once"
+    problems, fixes = [], []
+    for voter in view.voters:
+        if voter.state == "indirect":
+            problems.append(f"{voter.name} is reached only through another node: if that "
+                            f"node fails, {voter.name} and {tgt.host} lose each other and "
+                            "the quorum")
+            fixes.append(f"{retry}; if it stays, check ConnectTo = {voter.name} in "
+                         f"{tinc_dir}/tinc.conf (carphooks install), the Address in "
+                         f"{tinc_dir}/hosts/{voter.name} and that the tinc port is open "
+                         "between the two hosts")
+        elif voter.state == "unreachable":
+            problems.append(f"{voter.name} is unreachable over tinc")
+            fixes.append(f"start tincd on {voter.name} or repair the network; {retry}")
+        elif voter.state == "unknown":
+            problems.append(f"cannot tell how {voter.name} is reached: {voter.note}")
+            fixes.append(f"give {voter.name} an Address in {tinc_dir}/hosts/{voter.name}")
+    if problems:
+        return True, "; ".join(problems), "; ".join(dict.fromkeys(fixes))
+    return False, ", ".join(f"{v.name} ({v.link})" for v in view.voters) + \
+        " reached over direct tinc connections", ""
+
 
 def tinc_settings(text: str) -> dict[str, str]:
     """``Key = Value`` lines of a tinc.conf (keys lower-cased; last one wins)."""

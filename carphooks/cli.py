@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
-from carphooks import actions, runner
+from carphooks import actions, mesh, runner
 from carphooks import config as configmod
 from carphooks.entry import (
     Options,
@@ -210,6 +210,8 @@ def _status(opts: Options, as_json: bool) -> int:
                    f"({g['reason']}): {g['verdict']}")
         for addr, st in g["addresses"].items():
             echo(f"  {addr} on {g['external_interface']}: {st}")
+    if report.get("mesh") is not None:
+        echo(mesh.describe(report["mesh"]))
     last = report["last_event"]
     if last:
         echo(f"last event: {last.get('source')} {last.get('detail')} "

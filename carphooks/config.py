@@ -137,6 +137,7 @@ class Config:
     bindir: Path | None = None  # console scripts' directory for templates (render/install)
     demotion_file: Path | None = None  # Linux: demotion for keepalived's track_file
     syslog_facility: str = DEFAULT_FACILITY  # a name of carphooks.log.FACILITIES
+    tinc_confbase: Path | None = None  # tinc's directory; default /usr/local/etc/tinc/<netname>
 
     def group_for(self, vhid: int, ifname: str) -> Group | None:
         """The group run by ``vhid`` on ``ifname``, if any."""
@@ -180,6 +181,11 @@ class Config:
         v4 = [p for p in group.carp.peers if p not in (own, carp_ip)]
         v6 = [p for p in group.carp.peers6 if p not in (own, carp_ip)]
         return v4, v6
+
+    @property
+    def tinc_dir(self) -> Path:
+        """tinc's configuration directory (tinc.conf, hosts/, scripts)."""
+        return self.tinc_confbase or Path(f"/usr/local/etc/tinc/{self.netname}")
 
     @property
     def voters(self) -> tuple[str, ...]:
@@ -438,8 +444,13 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
             raise top.fail("bindir", f"{str(bindir)!r} is not an absolute path")
 
     tinc = _Reader(label, top.table_("tinc"), "tinc.")
-    tinc.unknown({"netname", "nodes", "witnesses"})
+    tinc.unknown({"netname", "nodes", "witnesses", "confbase"})
     netname = tinc.str_("netname", "carp", NODE_RE)
+    confbase = None
+    if "confbase" in tinc.table:
+        confbase = Path(tinc.str_("confbase"))
+        if not confbase.is_absolute():
+            raise tinc.fail("confbase", f"{str(confbase)!r} is not an absolute path")
     nodes: list[str] = []
     for i, node in enumerate(tinc.list_("nodes")):
         if not isinstance(node, str) or not NODE_RE.fullmatch(node):
@@ -546,6 +557,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
         lock_timeout=lock_timeout, netname=netname, nodes=tuple(nodes),
         witnesses=tuple(witnesses), hosts=hosts, groups=tuple(groups), bindir=bindir,
         demotion_file=demotion_file, syslog_facility=syslog_facility,
+        tinc_confbase=confbase,
     )
 
 

@@ -48,7 +48,7 @@ class Kind:
     name: str  # what ``carphooks render KIND`` takes
     package: str  # resource package holding the template
     resource: str  # template file name
-    dest: str | None  # install path ({netname} filled in); None: render only
+    dest: str | None  # install path ({tincdir} filled in); None: render only
     mode: int
     topologies: tuple[str, ...] = TOPOLOGIES
     script: bool = False
@@ -59,7 +59,7 @@ class Kind:
 _DEVD = "carphooks.data.devd"
 _HOOKS = "carphooks.data.hooks"
 _TPL = "carphooks.data.templates"
-TINC_DIR = "/usr/local/etc/tinc/{netname}"
+TINC_DIR = "{tincdir}"
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("devd", _DEVD, "carphooks.conf", "/usr/local/etc/devd/carphooks.conf", 0o644,
@@ -307,6 +307,7 @@ def values(tgt: Target, kind: Kind) -> dict[str, str]:
         "CONFIG": str(tgt.config_path),
         "NAME": tgt.host,
         "NETNAME": config.netname,
+        "TINC_DIR": _safe(str(config.tinc_dir), "tinc.confbase"),
         "TOPOLOGY": config.topology,
         "GARP_REXMIT_COUNT": str(GARP_REXMIT_COUNT),
         "LOG_TAG": config.log_tag,
@@ -334,7 +335,7 @@ def kind_named(name: str) -> Kind:
 
 def destination(kind: Kind, config: Config) -> str | None:
     """Where ``carphooks install`` puts ``kind`` on the host."""
-    return kind.dest.format(netname=config.netname) if kind.dest else None
+    return kind.dest.format(tincdir=config.tinc_dir) if kind.dest else None
 
 
 def render(tgt: Target, kind: Kind | str) -> Rendered:

@@ -66,9 +66,10 @@ def switch_hooks(lab: Lab, v: View, hookset: str, daemon: str = "ucarp") -> None
 
 
 def run(
-    lab: Lab, v: View, sets: list[str], names: list[str], verbose: bool
+    lab: Lab, v: View, sets: list[str], names: list[str], verbose: bool, repeat: int = 1
 ) -> list[dict[str, Any]]:
-    results = []
+    results: list[dict[str, Any]] = []
+    names = names * repeat  # the whole list again, N times
     # scenarios needing another CARP daemon (keepalived) run last in each set
     names = sorted(names, key=lambda n: SCENARIOS[n].daemon != "ucarp")
     for hs in sets:
@@ -83,8 +84,11 @@ def run(
                 print(f"[{hs}] switching the CARP daemon to {SCENARIOS[n].daemon}",
                       file=sys.stderr, flush=True)
                 switch_hooks(lab, v, hs, SCENARIOS[n].daemon)
-            print(f"[{hs}] {n} ...", file=sys.stderr, flush=True)
+            count = sum(1 for x in results if x["scenario"] == n and x["set"] == hs) + 1
+            print(f"[{hs}] {n}{f' (run {count})' if repeat > 1 else ''} ...", file=sys.stderr,
+                  flush=True)
             r = run_scenario(lab, v, SCENARIOS[n], hs)
+            r["run"] = count
             results.append(r)
             print("   " + report.one_line(r), file=sys.stderr, flush=True)
             if verbose:
@@ -113,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--scenarios", default=",".join(SCENARIOS), help=f"comma list of {', '.join(SCENARIOS)}"
         )
+        p.add_argument("--repeat", type=int, default=1, metavar="N",
+                       help="run the selected scenarios N times over (a table row per run)")
         p.add_argument("--json", help="write results here")
         p.add_argument("--plot", help="draw the timelines here (.svg, or .png with matplotlib)")
         p.add_argument("--keep", action="store_true", help="keep the tmp dir (logs)")
@@ -158,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         lab = Lab(owner=os.getpid())
         _guard(lab, a.keep)
         v = bring_up(lab, sets[0])
-        results = run(lab, v, sets, names, a.verbose or a.cmd == "demo")
+        if a.repeat < 1:
+            ap.error("--repeat must be at least 1")
+        results = run(lab, v, sets, names, a.verbose or a.cmd == "demo", a.repeat)
         out = {"lab": lab.id, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
-        print(report.summary(results))
+        print(report.runs(results) if a.repeat > 1 else report.summary(results))
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(out, f, indent=1)

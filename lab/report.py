@@ -89,6 +89,27 @@ def summary(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def runs(results: list[dict[str, Any]]) -> str:
+    """One row per scenario run (for --repeat): the mesh before the fault, outages,
+    two-holder samples and who lost quorum during the fault."""
+    hdr = ("| run | hooks | scenario | full tinc mesh before the fault | outage v4 ms "
+           "(failover / repair) | outage v6 ms | two-holder samples | quorum lost on "
+           "| final master |")
+    lines = [hdr, "|" + "---|" * 9]
+    for r in results:
+        m = r.get("mesh") or {}
+        mesh = (f"yes, after {m.get('waited_s')} s" if m.get("complete")
+                else f"NO ({', '.join(m.get('missing') or [])})")
+        ph = r["phases"].values()
+        o4 = " / ".join(f"{p['outage4_ms']}{'+' if p['outage4_open'] else ''}" for p in ph)
+        o6 = " / ".join(f"{p['outage6_ms']}{'+' if p['outage6_open'] else ''}" for p in ph)
+        lines.append(f"| {r.get('run', 1)} | {r['set']} | {r['scenario']} | {mesh} | {o4} | "
+                     f"{o6} | {r['two_holder_samples']} | "
+                     f"{', '.join(r.get('quorum_lost') or []) or '-'} | "
+                     f"{r['final_master'] or 'none'} |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- picture
 LANES = ["masters", "holders4", "holders6", "client4", "client6"]
 LANE_LABEL = {

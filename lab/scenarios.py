@@ -24,6 +24,7 @@ HOLD = 6.0  # seconds between the fault and its repair
 SETTLE_MIN = 4.0  # observe at least this long after the last action
 SETTLE_MAX = 25.0  # give up waiting for steady state after this long
 OK_RUN = 10  # steady: this many consecutive good probes (0.5 s)
+MESH_WAIT = 20.0  # longest wait for every direct tinc link before a fault
 
 
 @dataclass
@@ -290,6 +291,11 @@ def run_scenario(lab: Lab, v: View, sc: Scenario, hookset: str) -> dict[str, Any
         sc.setup(lab)
         if not wait_steady(lab, v, sc.setup_master, 20.0, fix_client=True):
             note.append(f"setup: {sc.setup_master} not steady after 20 s")
+    # quorum must not depend on tinc's graph: every running pair directly connected
+    mesh_ok, mesh_wait, missing = lab.wait_mesh(MESH_WAIT)
+    if not mesh_ok:
+        note.append(f"tinc mesh incomplete after {MESH_WAIT:.0f} s (no direct link "
+                    f"{', '.join(missing)}): fault fired anyway")
     watcher = next(h for h in ("hC", "hB") if h != sc.adv_from)
     if not lab.wait_adv(sc.adv_from, watcher):
         note.append(f"no advertisement from {sc.adv_from} seen in {watcher}: fault fired anyway")
@@ -306,7 +312,11 @@ def run_scenario(lab: Lab, v: View, sc: Scenario, hookset: str) -> dict[str, Any
         note.append(f"no steady state {SETTLE_MAX:.0f} s after the last action")
     v.poll()
     res = analyze(lab, v, t_begin, t_fault, t_repair, t_end)
-    res.update(scenario=sc.name, title=sc.title, set=hookset, final_master=final, notes=note)
+    until = res["repair_at"] if res["repair_at"] is not None else res["end_at"]
+    res["quorum_lost"] = sorted({host for t, host, msg in res["timeline"]["syslog"]
+                                 if 0 <= t < until and "quorum lost" in msg})
+    res.update(scenario=sc.name, title=sc.title, set=hookset, final_master=final, notes=note,
+               mesh={"complete": mesh_ok, "waited_s": mesh_wait, "missing": missing})
     if not final:
         reset(lab, v, note)
     return res

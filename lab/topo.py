@@ -77,6 +77,50 @@ def render_adapter(name: str, bindir: Path) -> str:
     return (REPO / "hooks" / name).read_text().replace("@CARPHOOKS_BINDIR@", str(bindir))
 
 
+# What the lab changes in carphooks' rendered tinc.conf (everything else, the full mesh
+# of ConnectTo, MaxTimeout, PingInterval/PingTimeout, TCPOnly, Mode, is used as rendered):
+# Linux's tun/tap clone device, IPv4 only between the namespaces, broadcasts (CARP
+# advertisements) sent straight to every directly connected node.
+TINC_OVERRIDES = {
+    "Device": "/dev/net/tun",
+    "AddressFamily": "ipv4",
+    "Broadcast": "direct",
+}
+# Experiments: CARPHOOKS_LAB_TINC="PingInterval=1,PingTimeout=1" overrides more lines.
+for _kv in filter(None, os.environ.get("CARPHOOKS_LAB_TINC", "").split(",")):
+    _key, _, _val = _kv.partition("=")
+    TINC_OVERRIDES[_key.strip()] = _val.strip()
+
+
+def rendered_tinc_conf(config_path: Path, host: str) -> str:
+    """carphooks' tinc.conf for ``host`` (``carphooks render tinc.conf``), with the lab's
+    TINC_OVERRIDES replacing or following the rendered lines."""
+    try:
+        from carphooks import config as configmod
+        from carphooks import render
+        from carphooks.errors import CarphooksError
+    except ImportError as exc:
+        raise LabError(f"carphooks is not importable ({exc}): run the lab with the venv's "
+                       "python") from None
+    try:
+        config = configmod.load(config_path, check_permissions=False)
+        tgt = render.target(config, host=host, bindir=VENV_BIN, config_path=config_path)
+        text = render.render(tgt, "tinc.conf").text
+    except CarphooksError as exc:
+        raise LabError(f"cannot render tinc.conf for {host}: {exc}") from None
+    lines, done = [], set()
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip()
+        if not line.startswith("#") and key in TINC_OVERRIDES:
+            line = f"{key} = {TINC_OVERRIDES[key]}"
+            done.add(key)
+        lines.append(line)
+    extra = [f"{k} = {val}" for k, val in TINC_OVERRIDES.items() if k not in done]
+    if extra:
+        lines += ["# carphooks lab (Linux namespaces):", *extra]
+    return "\n".join(lines) + "\n"
+
+
 def carphooks_missing() -> list[str]:
     return [e for e in ENTRY_POINTS if not os.access(VENV_BIN / e, os.X_OK)]
 
@@ -235,30 +279,12 @@ class Lab:
             ip(ns, "link", "set", ifname, "up")
 
     def _tinc_conf(self) -> None:
-        for h in HOSTS:
+        for h, v in HOSTS.items():
             cb = self.hdir(h) / "tinc"
             (cb / "hosts").mkdir(parents=True, exist_ok=True)
             (self.hdir(h) / "state").mkdir(mode=0o700, parents=True, exist_ok=True)
-            others = [o for o in HOSTS if o != h]
-            _write(
-                cb / "tinc.conf",
-                "\n".join(
-                    [
-                        f"Name = {h}",
-                        "Mode = switch",
-                        "DeviceType = tap",
-                        "Device = /dev/net/tun",
-                        "Interface = tap0",
-                        "AddressFamily = ipv4",
-                        "TCPOnly = yes",
-                        "PingInterval = 1",
-                        "PingTimeout = 2",
-                        "Broadcast = direct",
-                        *[f"ConnectTo = {o}" for o in others],
-                        "",
-                    ]
-                ),
-            )
+            self._write_config(h, v)
+            _write(cb / "tinc.conf", rendered_tinc_conf(self.hdir(h) / "carphooks.toml", h))
             if not (cb / "rsa_key.priv").exists():
                 _write(
                     cb / "hosts" / h,
@@ -410,6 +436,7 @@ demotion_file = "{self.hdir(h) / "demotion"}"
 [tinc]
 netname = "{NETNAME}"
 nodes = [{", ".join(f'"{o}"' for o in HOSTS)}]
+confbase = "{self.hdir(h) / "tinc"}"
 
 {hosts}
 [[group]]
@@ -680,6 +707,47 @@ vrrp_instance vhid{VHID} {{
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
         return done
+
+    # ------------------------------------------------------------ tinc mesh
+    def direct_peers(self, h: str) -> set[str]:
+        """The hosts h's tincd holds an established meta connection with, as carphooks
+        sees it (carphooks.mesh over `ss` in h's namespace and h's hosts/ files)."""
+        from carphooks import mesh
+
+        p = sh("ip", "netns", "exec", self.ns[h], "ss", "-H", "-t", "-n", "-p", "state",
+               "established", check=False)
+        if p.returncode != 0:
+            return set()
+        view = mesh.mesh(self.hdir(h) / "tinc", h, tuple(HOSTS), (), mesh.parse_ss(p.stdout),
+                         resolve=None)
+        return {v.name for v in view.voters if v.direct}
+
+    def missing_links(self) -> list[str]:
+        """Pairs of running tincds without a direct connection seen from both ends."""
+        up = [h for h in HOSTS if self.running(f"tincd-{h}")]
+        seen = {h: self.direct_peers(h) for h in up}
+        return [f"{a}-{b}" for i, a in enumerate(up) for b in up[i + 1:]
+                if b not in seen[a] or a not in seen[b]]
+
+    def wait_mesh(self, timeout: float = 20.0,
+                  stable: float = 1.0) -> tuple[bool, float, list[str]]:
+        """Wait until every pair of running tincds is directly connected, and stays so
+        for ``stable`` seconds. Returns (reached, seconds waited, missing pairs)."""
+        t0 = time.monotonic()
+        since = None
+        missing: list[str] = []
+        while True:
+            missing = self.missing_links()
+            now = time.monotonic()
+            if missing:
+                since = None
+            elif since is None:
+                since = now
+            elif now - since >= stable:
+                return True, round(since - t0, 2), []
+            if now - t0 >= timeout:
+                return False, round(now - t0, 2), missing
+            time.sleep(0.2)
 
     # ------------------------------------------------------------ fault timing
     def wait_adv(self, src_host: str, seen_in: str, timeout: float = 3.0) -> bool:

@@ -351,7 +351,8 @@ def test_rendered_tinc_scripts_and_devd_rule_against_fakebsd(tmp_path: Path) -> 
 SAMPLE = Path(__file__).resolve().parent.parent / "carphooks.toml.sample"
 ALL_KEYS = {
     "log_tag", "backend", "state_dir", "syslog_socket", "syslog_facility", "topology", "quorum",
-    "lock_timeout", "bindir", "netname", "nodes", "witnesses", "vpn_address", "advskew", "mac",
+    "lock_timeout", "bindir", "netname", "nodes", "witnesses", "confbase", "vpn_address",
+    "advskew", "mac",
     "name", "vhid",
     "carp_interface", "external_interface", "addresses", "probe", "address", "advbase",
     "password", "password_file", "peers", "peers6",
