@@ -72,13 +72,13 @@ class FakeRunner(Runner):
         super().__init__(dry_run=dry_run, echo=echo or self.echoed.append)
         self.bsd = bsd
         self.calls: list[Call] = []
-        self._canned: dict[tuple[str, ...], list[Result]] = {}
+        self._canned: dict[tuple[str, ...], Result] = {}
 
     def answer(self, argv: Sequence[str], stdout: str = "", stderr: str = "",
                returncode: int = 0) -> None:
-        """Answer the next call of exactly ``argv`` so (queued; the last one repeats)."""
+        """Answer every later call of exactly ``argv`` so (replaces an earlier answer)."""
         key = tuple(argv)
-        self._canned.setdefault(key, []).append(Result(key, returncode, stdout, stderr))
+        self._canned[key] = Result(key, returncode, stdout, stderr)
 
     def which(self, program: str) -> str | None:
         known = {argv[0] for argv in self._canned}
@@ -106,9 +106,8 @@ class FakeRunner(Runner):
         return result
 
     def _answer(self, args: tuple[str, ...], stdin: str | None) -> Result:
-        queue = self._canned.get(args)
-        if queue:
-            return queue.pop(0) if len(queue) > 1 else queue[0]
+        if args in self._canned:
+            return self._canned[args]
         if self.bsd is not None and args[0] in ("ifconfig", "sysctl"):
             return self.bsd.run(args)
         raise NotModelled(f"no answer for {list(args)} (stdin {stdin!r})")
