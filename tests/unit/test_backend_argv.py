@@ -139,8 +139,8 @@ def test_unicast_peer_refused_before_14(tmp_path: Path) -> None:
         backend.configure_carp(carp_group(), 0, None, backend.read("tap0"),
                                peer=ipaddress.IPv4Address("192.0.2.12"))
     assert runner.mutations() == []
-    with pytest.raises(ConfigError, match="need FreeBSD 14.0 or later, but this host runs "
-                                          "13.3-RELEASE"):
+    with pytest.raises(ConfigError, match=r"need FreeBSD 14\.0 or later, but this host runs "
+                                          r"13\.3-RELEASE"):
         backend.check_carp_features([carp_group(peers=("192.0.2.12",))])
     backend.check_carp_features([carp_group()])  # multicast is fine
 
