@@ -21,6 +21,12 @@ REMOVE = [["ifconfig", "vtnet0", "inet", "203.0.113.10", "-alias"],
           ["ifconfig", "vtnet0", "inet6", "2001:db8:10::10", "-alias"]]
 OWN = "203.0.113.11/24"
 Build = Callable[..., Rig]
+CLAIMS = ("Assigned", "Removed", "Re-added", "demoted CARP", "removed carphooks' CARP demotion")
+
+
+def claims_a_change(r: Rig) -> list[str]:
+    """Log lines saying something changed (a dry run must write none)."""
+    return [t for t in r.log.texts() if t.startswith(CLAIMS)]
 
 
 def master(release: str = "14.1", holding: bool = False) -> FakeFreeBSD:
@@ -80,12 +86,14 @@ def test_carp_event_master_without_quorum_releases(rig: Build) -> None:
 
 def test_carp_event_dry_run_prints_and_writes_nothing(rig: Build) -> None:
     r = rig(master(), dry_run=True)
-    actions.carp_event(r.ctx, parse_carp_event("1@tap0", "MASTER"))
+    [outcome] = actions.carp_event(r.ctx, parse_carp_event("1@tap0", "MASTER"))
     assert r.runner.echoed == [" ".join(argv) for argv in ADD]
     assert r.runner.mutations() == [] and r.bsd.addresses("vtnet0") == {OWN}
+    assert outcome.ok and len(outcome.done) == 2  # what it would do, not a failure
+    assert r.runner.commands() == [TAP, VTNET]  # no verification read of a dry run
     assert not r.state.exists()
     assert r.spawned == []
-    assert not any(t.startswith(("Assigned", "Removed")) for t in r.log.texts())
+    assert claims_a_change(r) == []
 
 
 def test_reconcile_repairs_drift_once(rig: Build) -> None:
@@ -119,9 +127,10 @@ def test_manual_hold_is_refused_on_backup_unless_forced(rig: Build) -> None:
 
 def test_manual_dry_run(rig: Build) -> None:
     r = rig(holding_backup(), dry_run=True)
-    actions.manual(r.ctx, r.ctx.config.groups[0], False, False)
+    outcome = actions.manual(r.ctx, r.ctx.config.groups[0], False, False)
     assert r.runner.echoed == [" ".join(argv) for argv in REMOVE]
     assert r.bsd.addresses("vtnet0") == {OWN, V4, V6} and not r.state.exists()
+    assert outcome.ok and claims_a_change(r) == []
 
 
 def env(name: str = "hA", node: str | None = None, netname: str = "carp") -> TincEnv:
@@ -225,3 +234,4 @@ def test_maintenance_dry_run_writes_nothing(rig: Build) -> None:
     actions.maintenance_on(r.ctx, wait=0)
     assert r.runner.echoed == ["sysctl net.inet.carp.demotion=240"]
     assert r.bsd.sysctls["net.inet.carp.demotion"] == 0 and not r.state.exists()
+    assert claims_a_change(r) == []
