@@ -11,10 +11,11 @@ MANDIR ?= $(PREFIX)/share/man
 APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 tinc ucarp keepalived \
 	iputils-arping iputils-ping mandoc
 
-.PHONY: help deps venv test test-fast lint bench demo lab-down install man clean
+.PHONY: help deps venv check test test-fast lint bench demo lab-down install man clean
 
 help:
 	@echo "make demo   - three-host failover lab in network namespaces (root), timeline + picture"
+	@echo "make check  - lint, types and the in-process unit tests (under a minute)"
 	@echo "make test   - unit, emulator, CLI and lab tests (installs what it needs)"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - benchmarks (bench/)"
@@ -39,6 +40,12 @@ $(BIN)/.installed: pyproject.toml
 	@touch $@
 
 venv: deps $(BIN)/.installed
+
+# The inner loop: no subprocess, no emulator, no namespace (tests/unit and parsers).
+CHECK_TESTS := tests/unit tests/test_events.py tests/test_ifconfig_parse.py tests/test_config.py
+
+check: lint
+	$(BIN)/python -m pytest -q $(CHECK_TESTS)
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -2,6 +2,10 @@
 
 Three hosts hA, hB, hC in both topologies. Config files are written mode 0600
 (the loader refuses group/other-writable files).
+
+Names differ from conftest's on purpose: ``write_cluster`` writes one of these
+templates (conftest's ``write_config`` writes any text), ``RENDER_BINDIR`` is the
+bindir rendered into generated files (conftest's ``BINDIR`` is this venv's scripts).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from carphooks import config as configmod
 from carphooks import render
 
 HOSTS = ("hA", "hB", "hC")
-BINDIR = Path("/usr/local/bin")
+RENDER_BINDIR = Path("/usr/local/bin")
 CONFIG_PATH = Path("/usr/local/etc/carphooks.toml")
 
 TINC = """\
@@ -111,7 +115,7 @@ password = "db.pass"
 TEMPLATES = {"tinc": TINC, "unicast": UNICAST}
 
 
-def write_config(path: Path, topology: str = "tinc", *, backend: str = "freebsd",
+def write_cluster(path: Path, topology: str = "tinc", *, backend: str = "freebsd",
                  state_dir: Path | None = None, syslog: Path | None = None,
                  extra: str = "", replace: tuple[str, str] | None = None) -> Path:
     """Write a cluster config (mode 0600) and return its path."""
@@ -133,6 +137,6 @@ def load(path: Path) -> configmod.Config:
 
 def target(config: configmod.Config, host: str, **kw: object) -> render.Target:
     """A target with the fixed paths the golden files use."""
-    args: dict[str, object] = {"bindir": BINDIR, "config_path": CONFIG_PATH}
+    args: dict[str, object] = {"bindir": RENDER_BINDIR, "config_path": CONFIG_PATH}
     args.update(kw)
     return render.target(config, host=host, **args)  # type: ignore[arg-type]

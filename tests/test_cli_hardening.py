@@ -369,7 +369,7 @@ def test_dry_run_with_stdout_closed_prints_into_nothing(bsd: FakeBSD, config: Pa
 ])
 def test_check_refuses_a_fifo_instead_of_hanging(bsd: FakeBSD, tmp_path: Path,
                                                  relpath: str) -> None:
-    from setupkit import write_config as write_cluster
+    from setupkit import write_cluster
 
     cfg = write_cluster(tmp_path / "cluster.toml", "tinc")
     root = tmp_path / "root"

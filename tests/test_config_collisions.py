@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import BASE_CONFIG, SyslogServer, addrs, mutating, run_script, write_config
 from fakebsd.control import FakeBSD
-from setupkit import write_config as write_cluster
+from setupkit import write_cluster
 
 from carphooks import config as configmod
 from carphooks.backends.base import Change, Interface

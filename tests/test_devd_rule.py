@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from setupkit import BINDIR, CONFIG_PATH, target, write_config
+from setupkit import CONFIG_PATH, RENDER_BINDIR, target, write_cluster
 
 from carphooks import check, devd, render
 from carphooks import config as configmod
@@ -141,7 +141,7 @@ NOT_MATCHING = [
 
 @pytest.fixture(scope="module")
 def rule_text(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = write_config(tmp_path_factory.mktemp("cfg") / "carphooks.toml")
+    path = write_cluster(tmp_path_factory.mktemp("cfg") / "carphooks.toml")
     tgt = target(configmod.load(path), "hA")
     return render.render(tgt, "devd").text
 
@@ -159,7 +159,7 @@ def test_rendered_rule_shape(ours: devd.DevdConfig) -> None:
     assert [(m.variable, m.regex) for m in rule.matches] == [
         ("system", "CARP"), ("subsystem", "[0-9]+@[0-9a-z_.]+"),
         ("type", "(MASTER|BACKUP|INIT)")]
-    assert rule.actions == (f"{BINDIR}/carp-event --config {CONFIG_PATH} $subsystem $type",)
+    assert rule.actions == (f"{RENDER_BINDIR}/carp-event --config {CONFIG_PATH} $subsystem $type",)
 
 
 def test_template_comments_state_priority_and_restart() -> None:
@@ -190,7 +190,7 @@ def test_action_passes_subsystem_and_type_as_two_arguments(ours: devd.DevdConfig
                                                            quote: bool) -> None:
     event = devd.parse_event("!system=CARP subsystem=220@lagg0_vlan220 type=INIT")
     argv = devd.action_argv(ours.rules[0].actions[0], event, quote=quote)
-    assert argv == [f"{BINDIR}/carp-event", "--config", str(CONFIG_PATH),
+    assert argv == [f"{RENDER_BINDIR}/carp-event", "--config", str(CONFIG_PATH),
                     "220@lagg0_vlan220", "INIT"]
 
 
@@ -347,7 +347,7 @@ def _doctor_devd(tmp_path: Path, files: dict[str, str], rule_text: str,
                  ) -> dict[str, check.Check]:
 
     (tmp_path / "cfg").mkdir(parents=True, exist_ok=True)
-    cfg_path = write_config(tmp_path / "cfg" / "carphooks.toml")
+    cfg_path = write_cluster(tmp_path / "cfg" / "carphooks.toml")
     tgt = target(configmod.load(cfg_path), "hA")
     root = _tree(tmp_path, files, rule_text)
     doc = check.Doctor(config_path=cfg_path, root=root)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from setupkit import write_config
+from setupkit import write_cluster
 
 from carphooks import check, cli, install, render
 from carphooks import config as configmod
@@ -57,7 +57,7 @@ def do_install(cfg: Path, root: Path, host: str = "hA", force: bool = False,
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Path:
-    return write_config(tmp_path / "carphooks.toml", "tinc")
+    return write_cluster(tmp_path / "carphooks.toml", "tinc")
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_install_twice_is_idempotent(cfg: Path, root: Path) -> None:
 
 
 def test_unicast_install_modes(tmp_path: Path, root: Path) -> None:
-    cfg = write_config(tmp_path / "u.toml", "unicast")
+    cfg = write_cluster(tmp_path / "u.toml", "unicast")
     do_install(cfg, root)
     assert files_in(root) == UNICAST_FILES
     assert "pass s3cret" in (root / "etc/rc.conf.d/netif").read_text()
@@ -157,7 +157,7 @@ def test_refuses_symlinks(cfg: Path, root: Path, tmp_path: Path) -> None:
 
 
 def test_dry_run_writes_nothing_and_redacts(tmp_path: Path, root: Path) -> None:
-    cfg = write_config(tmp_path / "u.toml", "unicast")
+    cfg = write_cluster(tmp_path / "u.toml", "unicast")
     report = do_install(cfg, root, dry_run=True)
     assert files_in(root) == {}
     lines = install.describe(report)
@@ -240,7 +240,7 @@ def test_check_all_ok_after_install(cfg: Path, root: Path) -> None:
 
 
 def test_check_unicast_ok_after_install(tmp_path: Path, root: Path) -> None:
-    cfg = write_config(tmp_path / "u.toml", "unicast",
+    cfg = write_cluster(tmp_path / "u.toml", "unicast",
                        replace=('peers = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]',
                                 'peers = ["10.0.0.11", "10.0.0.12"]'))
     do_install(cfg, root)
@@ -290,7 +290,7 @@ def test_check_devd_syntax_error(cfg: Path, root: Path) -> None:
 
 
 def test_check_interface_without_devd_match(tmp_path: Path, root: Path) -> None:
-    cfg = write_config(tmp_path / "dash.toml", "tinc",
+    cfg = write_cluster(tmp_path / "dash.toml", "tinc",
                        replace=('carp_interface = "tap0"', 'carp_interface = "tap-0"'))
     do_install(cfg, root)
     doc = doctor(cfg, root, interfaces=("vtnet0", "tap-0"))
@@ -348,7 +348,7 @@ def test_check_preempt_through_the_backend_runner(tmp_path: Path, root: Path,
     bsd = fakebsd_control.FakeBSD(tmp_path / "bsd", release="14.1")
     for name, value in bsd.env().items():
         monkeypatch.setenv(name, value)
-    cfg = write_config(tmp_path / "c.toml", "tinc", backend="freebsd")
+    cfg = write_cluster(tmp_path / "c.toml", "tinc", backend="freebsd")
     do_install(cfg, root)
     bsd.set_sysctl("net.inet.carp.preempt", 0)
     doc = check.run(cfg, root=root, host="hA", bindir=str(BINDIR),
@@ -375,7 +375,7 @@ def test_check_password_file(tmp_path: Path, root: Path) -> None:
     secret = tmp_path / "carp.pass"
     secret.write_text("pw\n")
     secret.chmod(0o600)
-    cfg = write_config(tmp_path / "c.toml", "tinc",
+    cfg = write_cluster(tmp_path / "c.toml", "tinc",
                        replace=('password = "s3cret"', f'password_file = "{secret}"'))
     do_install(cfg, root)
     assert fails(doctor(cfg, root)) == set()
@@ -386,20 +386,20 @@ def test_check_password_file(tmp_path: Path, root: Path) -> None:
 
 
 def test_check_bad_config_stops_early(tmp_path: Path, root: Path) -> None:
-    cfg = write_config(tmp_path / "c.toml", "tinc", replace=('vhid = 1', 'vhid = 256'))
+    cfg = write_cluster(tmp_path / "c.toml", "tinc", replace=('vhid = 1', 'vhid = 256'))
     doc = doctor(cfg, root)
     assert [c.name for c in doc.checks] == ["config"] and doc.failed
     assert "group[0].vhid" in doc.checks[0].message
 
 
 def test_check_quorum_rules(tmp_path: Path, root: Path) -> None:
-    two = write_config(tmp_path / "two.toml", "tinc",
+    two = write_cluster(tmp_path / "two.toml", "tinc",
                        replace=('nodes = ["hA", "hB", "hC"]', 'nodes = ["hA", "hB"]'))
     two.write_text(two.read_text().replace('quorum = "majority"', 'quorum = "none"'))
     doc = doctor(two, root)
     assert statuses(doc)["quorum"] == check.WARN
     assert "2-node" in next(c.message for c in doc.checks if c.name == "quorum")
-    uni = write_config(tmp_path / "u.toml", "unicast",
+    uni = write_cluster(tmp_path / "u.toml", "unicast",
                        replace=('quorum = "none"', 'quorum = "majority"'))
     doc = doctor(uni, root)
     assert fails(doc) == {"config"}
@@ -408,7 +408,7 @@ def test_check_quorum_rules(tmp_path: Path, root: Path) -> None:
 
 
 def test_check_unicast_failures(tmp_path: Path, root: Path) -> None:
-    cfg = write_config(tmp_path / "u.toml", "unicast")
+    cfg = write_cluster(tmp_path / "u.toml", "unicast")
     do_install(cfg, root)
     netif = root / "etc/rc.conf.d/netif"
     netif.chmod(0o644)

@@ -20,7 +20,7 @@ from conftest import BASE_CONFIG, SyslogServer, run_script, write_config
 from fakebsd.control import FakeBSD
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from setupkit import write_config as write_cluster
+from setupkit import write_cluster
 
 from carphooks import check
 from carphooks import config as configmod

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from setupkit import BINDIR, CONFIG_PATH, HOSTS, target, write_config
+from setupkit import CONFIG_PATH, HOSTS, RENDER_BINDIR, target, write_cluster
 
 from carphooks import cli, devd, render
 from carphooks import config as configmod
@@ -29,7 +29,7 @@ TOPOLOGIES = ("tinc", "unicast")
 
 
 def cluster(tmp_path: Path, topology: str, **kw: object) -> configmod.Config:
-    path = write_config(tmp_path / f"{topology}.toml", topology, **kw)  # type: ignore[arg-type]
+    path = write_cluster(tmp_path / f"{topology}.toml", topology, **kw)  # type: ignore[arg-type]
     return configmod.load(path)
 
 
@@ -133,8 +133,8 @@ def test_hooks_exec_installed_scripts_by_absolute_path(tmp_path: Path) -> None:
     for kind, script in wants.items():
         lines = [x for x in files[kind].splitlines() if x and not x.startswith("#")]
         assert files[kind].startswith("#!/bin/sh\n")
-        assert lines == [f"exec {BINDIR}/{script} --config {CONFIG_PATH}"]
-    assert f"root\t{BINDIR}/carphooks --config {CONFIG_PATH} reconcile" in files["cron"]
+        assert lines == [f"exec {RENDER_BINDIR}/{script} --config {CONFIG_PATH}"]
+    assert f"root\t{RENDER_BINDIR}/carphooks --config {CONFIG_PATH} reconcile" in files["cron"]
     assert "net.inet.carp.preempt=1\n" in files["sysctl.conf"]
     assert "net.link.ether.inet.garp_rexmit_count=4\n" in files["sysctl.conf"]
 
@@ -165,7 +165,7 @@ def test_sh_n_on_every_rendered_script(tmp_path: Path, topology: str) -> None:
 def test_lab_adapters_render_with_bindir(tmp_path: Path) -> None:
     tgt = target(cluster(tmp_path, "tinc"), "hA")
     text = render.render(tgt, "ucarp-up").text
-    assert f"'{BINDIR}'" in text and "@CARPHOOKS_BINDIR@" not in text
+    assert f"'{RENDER_BINDIR}'" in text and "@CARPHOOKS_BINDIR@" not in text
 
 
 def test_substitute_is_strict() -> None:
@@ -207,7 +207,7 @@ def test_bindir_resolution(tmp_path: Path) -> None:
 def test_config_path_must_be_safe(tmp_path: Path) -> None:
     config = cluster(tmp_path, "tinc")
     with pytest.raises(render.RenderError, match="config path"):
-        render.target(config, host="hA", bindir=BINDIR, config_path="/etc/car hooks.toml")
+        render.target(config, host="hA", bindir=RENDER_BINDIR, config_path="/etc/car hooks.toml")
 
 
 def test_wrong_topology_and_unrenderable_configs(tmp_path: Path) -> None:
@@ -240,7 +240,7 @@ def test_password_file_is_read_for_rc_conf(tmp_path: Path) -> None:
 
 
 def test_cli_render(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.toml", "tinc")
+    path = write_cluster(tmp_path / "c.toml", "tinc")
     runner = CliRunner()
     result = runner.invoke(cli.cli, ["-c", str(path), "render", "tinc.conf", "--host", "hC",
                                      "--bindir", "/usr/local/bin"])
@@ -275,7 +275,7 @@ def test_rendered_tinc_scripts_and_devd_rule_against_fakebsd(tmp_path: Path) -> 
     bsd.add_interface("tap0", kind="tap")
     bsd.add_interface("vtnet0")
     bsd.add_address("vtnet0", "198.51.100.7/24")
-    cfg_path = write_config(tmp_path / "carphooks.toml", "tinc", state_dir=tmp_path / "state")
+    cfg_path = write_cluster(tmp_path / "carphooks.toml", "tinc", state_dir=tmp_path / "state")
     config = configmod.load(cfg_path)
     bindir = Path(sys.executable).parent
     tgt = render.target(config, host="hA", bindir=bindir)

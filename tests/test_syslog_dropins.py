@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from setupkit import write_config
+from setupkit import write_cluster
 
 from carphooks import check, install, render
 from carphooks import config as configmod
@@ -54,7 +54,7 @@ def newsyslog_includes(name: str) -> bool:
 
 
 def rendered(tmp_path: Path, kind: str, topology: str = "tinc", **kw: object) -> str:
-    cfg = configmod.load(write_config(tmp_path / "c.toml", topology, **kw))  # type: ignore[arg-type]
+    cfg = configmod.load(write_cluster(tmp_path / "c.toml", topology, **kw))  # type: ignore[arg-type]
     tgt = render.target(cfg, host="hA", bindir=BINDIR)
     return render.render(tgt, kind).text
 
@@ -82,7 +82,7 @@ def test_newsyslog_entry_creates_and_rotates_the_log(tmp_path: Path) -> None:
 
 
 def test_install_writes_both_where_freebsd_reads_them(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "c.toml", "tinc")
+    cfg = write_cluster(tmp_path / "c.toml", "tinc")
     root = tmp_path / "root"
     tgt = render.target(configmod.load(cfg), host="hA", bindir=BINDIR)
     report = install.install(render.render_install_set(tgt), root)
@@ -99,7 +99,7 @@ def test_install_writes_both_where_freebsd_reads_them(tmp_path: Path) -> None:
 
 
 def test_backups_are_invisible_to_syslogd_and_newsyslog(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "c.toml", "tinc")
+    cfg = write_cluster(tmp_path / "c.toml", "tinc")
     root = tmp_path / "root"
     tgt = render.target(configmod.load(cfg), host="hA", bindir=BINDIR)
     install.install(render.render_install_set(tgt), root)
@@ -115,7 +115,7 @@ def test_backups_are_invisible_to_syslogd_and_newsyslog(tmp_path: Path) -> None:
 
 
 def test_check_wants_the_log_file_that_syslogd_cannot_create(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "c.toml", "tinc")
+    cfg = write_cluster(tmp_path / "c.toml", "tinc")
     root = tmp_path / "root"
     tgt = render.target(configmod.load(cfg), host="hA", bindir=BINDIR)
 
