@@ -7,11 +7,12 @@ import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from carphooks import config as configmod
 from carphooks import demotion, detach
+from carphooks import status as model
 from carphooks.backends.base import Interface
 from carphooks.config import Group, IPInterface
 from carphooks.context import Context as Context  # re-exported for the CLI
@@ -21,11 +22,45 @@ from carphooks.context import (
     in_maintenance,
 )
 from carphooks.dad import Repairs
-from carphooks.engine import Outcome, address_status, plan
+from carphooks.engine import Outcome, address_status, readds
 from carphooks.errors import CarphooksError, LockTimeout, StateError, UsageError
 from carphooks.events import CarpEvent, CarpState, TincEnv, parse_carp_event, parse_tinc_env
 from carphooks.policy import Decision, Quorum, decide, quorum
 from carphooks.state import Held, Peers
+from carphooks.status import AddressState, Report
+from carphooks.status import nagios as nagios  # (re-exported: the renderer is status.nagios)
+
+if TYPE_CHECKING:
+    from carphooks.mesh import Mesh
+
+
+@dataclass
+class ActionResult:
+    """What one action did: every action returns one (entry points render it).
+
+    ``outcomes``: the groups converged; ``lines``: what changed beyond floating
+    addresses (VPN, CARP, demotion); ``warnings``; ``notes``: closing remarks.
+    """
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Whether a group could not be converged (the exit code is then 1)."""
+        return any(o.errors for o in self.outcomes)
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was (or in a dry run would be) changed."""
+        return bool(self.lines) or any(o.changes for o in self.outcomes)
+
+    def text(self) -> list[str]:
+        """Human-readable lines: changes, address changes and errors, warnings, notes."""
+        return [*self.lines, *outcome_lines(self.outcomes),
+                *(f"warning: {w}" for w in self.warnings), *self.notes]
 
 
 @dataclass
@@ -90,29 +125,46 @@ def apply_views(ctx: Context, views: Sequence[GroupView], reader: Reader) -> lis
             else:
                 ctx.log.info(f"{missing}: nothing of group {group.name} to remove")
             results[i] = outcome
-        elif (view.decision.hold and group.probe and ctx.backend.supports_probe
-              and not ctx.dry_run and any(c.op == "add" for c in plan(group, True,
-                                                                        view.external))):
-            outcome = Outcome(group=group, hold=True)
-            if _probing(ctx, group):
-                outcome.warnings.append(f"group {group.name}: a probe is already running")
-            else:  # taken by the detached child once nobody answers
-                ctx.to_probe.append(group)
-                outcome.warnings.append(f"group {group.name}: probing before taking it")
-            results[i] = outcome
         else:
             todo.append((i, view))
-    if todo:
+    if todo:  # one plan per group: it decides on probing and is what the engine applies
         cache = {name: iface for name, iface in reader.cache.items() if iface is not None}
-        done = ctx.engine.converge_all([(v.group, v.decision.hold) for _, v in todo], cache)
+        planned = ctx.engine.plan_all([(v.group, v.decision.hold) for _, v in todo], cache)
+        run: list[tuple[int, GroupView, Outcome]] = []
+        for (i, view), outcome in zip(todo, planned, strict=True):
+            if view.decision.hold and _takes(ctx, outcome):
+                results[i] = _probe_instead(ctx, view.group)
+            else:
+                run.append((i, view, outcome))
+        ctx.engine.apply_all([o for _, _, o in run], cache)
         reader.cache.update(cache)
-        for (i, view), outcome in zip(todo, done, strict=True):
+        for i, view, outcome in run:
             results[i] = outcome
             added = [c.address for c in outcome.done if c.op == "add"]
             if added and not ctx.dry_run:
                 ctx.to_announce.append((outcome.group.external_interface, added))
                 ctx.took[outcome.group.name] = (outcome.group, view.carp)
     return [results[i] for i in range(len(views))]
+
+
+def _takes(ctx: Context, outcome: Outcome) -> bool:
+    """Whether the plan takes an address another host may hold (an add that is not a
+    DAD re-add), on a group and backend that probe first."""
+    if not (outcome.group.probe and ctx.backend.supports_probe) or ctx.dry_run:
+        return False
+    again = readds(outcome.changes)
+    return any(c.op == "add" and c not in again for c in outcome.changes)
+
+
+def _probe_instead(ctx: Context, group: Group) -> Outcome:
+    """Leave the take to a detached prober (one per group at a time)."""
+    outcome = Outcome(group=group, hold=True)
+    if _probing(ctx, group):
+        outcome.warnings.append(f"group {group.name}: a probe is already running")
+    else:  # taken by the detached child once nobody answers
+        ctx.to_probe.append(group)
+        outcome.warnings.append(f"group {group.name}: probing before taking it")
+    return outcome
 
 
 def apply_view(ctx: Context, view: GroupView, reader: Reader) -> Outcome:
@@ -174,9 +226,8 @@ def watch_dad(ctx: Context, groups: Sequence[Group],
         still: list[Group] = []
         for group in pending:
             iface = ctx.engine.read(group.external_interface)
-            if iface is None or not any(
-                    address_status(iface, a) in ("tentative", "duplicated")
-                    for a in group.addresses):
+            if iface is None or not any(address_status(iface, a).in_dad
+                                        for a in group.addresses):
                 continue  # settled (or gone): nothing more to follow
             if not ctx.engine.repair_due(group, iface):
                 still.append(group)
@@ -520,13 +571,13 @@ def _record_carp(ctx: Context, subsystem: str, state: CarpState) -> None:
 
 # -- carp-event --------------------------------------------------------------------
 
-def carp_event(ctx: Context, event: CarpEvent) -> list[Outcome]:
+def carp_event(ctx: Context, event: CarpEvent) -> ActionResult:
     """devd (or an adapter) reported a CARP state change: converge to the state NOW."""
     group = ctx.config.group_for(event.vhid, event.interface)
     if group is None:
         ctx.log.info(f"CARP event {event.subsystem} {event.state.value}: no group for vhid "
                      f"{event.vhid} on {event.interface} in {ctx.config.path}; ignored")
-        return []
+        return ActionResult()
     with exclusive(ctx, {"hook": "carp-event", "subsystem": event.subsystem,
                          "type": event.state.value}):
         _record_carp(ctx, event.subsystem, event.state)
@@ -542,17 +593,16 @@ def carp_event(ctx: Context, event: CarpEvent) -> list[Outcome]:
         if not view.decision.hold and view.carp is CarpState.MASTER:
             ctx.log.warning(f"group {group.name}: MASTER but releasing: {view.decision.reason}")
         outcome = apply_view(ctx, view, reader)
-        if outcome.hold and not ctx.dry_run and any(
-                s in ("tentative", "duplicated") for s in outcome.held.values()):
+        if outcome.hold and not ctx.dry_run and any(s.in_dad for s in outcome.held.values()):
             ctx.to_watch.append(group)  # DAD still running, or it failed: follow it
     finish(ctx)
-    return [outcome]
+    return ActionResult([outcome])
 
 
 # -- reconcile / hold / release -----------------------------------------------------
 
 def reconcile(ctx: Context, groups: Sequence[Group] | None = None,
-              why: str = "reconcile") -> list[Outcome]:
+              why: str = "reconcile") -> ActionResult:
     """Converge every (or the given) group to the CARP state and quorum now.
 
     A group named twice (``web web``, or ``web 1@tap0``) is converged once: applying
@@ -564,13 +614,14 @@ def reconcile(ctx: Context, groups: Sequence[Group] | None = None,
         if ctx.release_only is None:
             demotion.repair(ctx)
     finish(ctx)
-    return outcomes
+    return ActionResult(outcomes)
 
 
 def _reconcile_locked(ctx: Context, groups: Iterable[Group], why: str,
-                      q: Quorum | None = None) -> list[Outcome]:
+                      q: Quorum | None = None, reader: Reader | None = None) -> list[Outcome]:
+    """Observe and converge ``groups``; log which ones needed a repair (and why)."""
     q = q or current_quorum(ctx)
-    reader = Reader(ctx)
+    reader = reader or Reader(ctx)
     views = [observe(ctx, group, reader, q) for group in groups]
     outcomes = apply_views(ctx, views, reader)
     for view, outcome in zip(views, outcomes, strict=True):
@@ -581,7 +632,7 @@ def _reconcile_locked(ctx: Context, groups: Iterable[Group], why: str,
     return outcomes
 
 
-def manual(ctx: Context, group: Group, hold: bool, force: bool) -> Outcome:
+def manual(ctx: Context, group: Group, hold: bool, force: bool) -> ActionResult:
     """``carphooks hold|release GROUP``: by hand, until the next event or reconcile."""
     with exclusive(ctx):
         reader = Reader(ctx)
@@ -593,7 +644,7 @@ def manual(ctx: Context, group: Group, hold: bool, force: bool) -> Outcome:
         ctx.log.notice(f"group {group.name}: {'hold' if hold else 'release'} requested by hand")
         outcome = apply_view(ctx, view, reader)
     finish(ctx)
-    return outcome
+    return ActionResult([outcome])
 
 
 # -- tinc ------------------------------------------------------------------------------
@@ -612,10 +663,10 @@ def _foreign(ctx: Context, env: TincEnv, hook: str) -> bool:
     return True
 
 
-def tinc_up(ctx: Context, env: TincEnv) -> list[str]:
+def tinc_up(ctx: Context, env: TincEnv) -> ActionResult:
     """tincd attached its device: address it, configure CARP, release stale addresses."""
     if _foreign(ctx, env, "tinc-up"):
-        return []
+        return ActionResult()
     ctx.host = env.name
     host = ctx.config.host(env.name)
     if host is None:
@@ -637,8 +688,8 @@ def tinc_up(ctx: Context, env: TincEnv) -> list[str]:
                                                                       ctx.config.netname)
         done += ctx.backend.setup_vpn(env.interface, mac,
                                       host.vpn_address if host is not None else None)
+        reader = Reader(ctx)
         if ctx.config.topology == "tinc":
-            reader = Reader(ctx)
             for group in groups:
                 current = reader.get(group.carp_interface)
                 if current is None:
@@ -651,20 +702,19 @@ def tinc_up(ctx: Context, env: TincEnv) -> list[str]:
                 reader.forget(group.carp_interface)
         demotion.resync(ctx)
         outcomes = _reconcile_locked(ctx, groups, "tinc-up", quorum(
-            ctx.config, env.name, Peers(reachable=frozenset(), tinc_up=True, updated=0.0)))
-    for line in done:
-        ctx.log.notice(f"tinc-up: {line}")
+            ctx.config, env.name, Peers(reachable=frozenset(), tinc_up=True, updated=0.0)),
+            reader)
+    if not ctx.dry_run:  # (a dry run changed nothing: no line may claim it did)
+        for line in done:
+            ctx.log.notice(f"tinc-up: {line}")
     finish(ctx)
-    done += [f"{'assigned' if c.op == 'add' else 'removed'} {c.address}"
-             for o in outcomes for c in o.done]
-    _raise_if_failed(outcomes)
-    return done
+    return ActionResult(outcomes, lines=done)
 
 
-def tinc_down(ctx: Context, env: TincEnv) -> list[Outcome]:
+def tinc_down(ctx: Context, env: TincEnv) -> ActionResult:
     """tincd is stopping: CARP over this device ends, so release its groups' addresses."""
     if _foreign(ctx, env, "tinc-down"):
-        return []
+        return ActionResult()
     ctx.host = env.name
     outcomes: list[Outcome] = []
     with exclusive(ctx, {"hook": "tinc-down", "env": _tinc_marker(env)}):
@@ -678,13 +728,13 @@ def tinc_down(ctx: Context, env: TincEnv) -> list[Outcome]:
             views.append(GroupView(group, CarpState.INIT, Decision(False, "tinc is going down"),
                                    reader.get(group.external_interface), None))
         outcomes = apply_views(ctx, views, reader)
-    return outcomes
+    return ActionResult(outcomes)
 
 
-def tinc_host(ctx: Context, env: TincEnv, up: bool) -> list[Outcome]:
+def tinc_host(ctx: Context, env: TincEnv, up: bool) -> ActionResult:
     """A tinc node became reachable or unreachable: track peers, act on quorum changes."""
     if _foreign(ctx, env, f"tinc-host-{'up' if up else 'down'}"):
-        return []
+        return ActionResult()
     ctx.host = env.name
     node = env.node or ""
     outcomes: list[Outcome] = []
@@ -731,7 +781,7 @@ def tinc_host(ctx: Context, env: TincEnv, up: bool) -> list[Outcome]:
                 outcomes = _reconcile_locked(ctx, ctx.config.groups, why, q_after)
                 _demote(ctx, "quorum", True)
     finish(ctx)
-    return outcomes
+    return ActionResult(outcomes)
 
 
 def _demote(ctx: Context, reason: str, on: bool) -> None:
@@ -742,59 +792,52 @@ def _demote(ctx: Context, reason: str, on: bool) -> None:
         ctx.log.error(f"cannot {'add' if on else 'remove'} CARP demotion ({reason}): {exc}")
 
 
-def _raise_if_failed(outcomes: Sequence[Outcome]) -> None:
-    errors = [e for o in outcomes for e in o.errors]
-    if errors:
-        raise CarphooksError(errors[0] if len(errors) == 1
-                             else f"{errors[0]} (and {len(errors) - 1} more)")
-
-
 # -- maintenance -----------------------------------------------------------------------
 
-def maintenance_on(ctx: Context, wait: float) -> list[str]:
+def maintenance_on(ctx: Context, wait: float) -> ActionResult:
     """Persist the flag, demote, and wait (bounded) until a peer is master everywhere."""
     if not ctx.backend.supports_demotion:
         raise CarphooksError(f"maintenance needs CARP demotion, which the {ctx.backend.name} "
                              "backend lacks: stop the CARP daemon (ucarp/keepalived) instead")
-    lines: list[str] = []
+    result = ActionResult()
     with exclusive(ctx, state_ok=False):
         if not ctx.dry_run:
             ctx.state.write_maintenance(True)  # the flag first: a reboot re-applies it
         if demotion.set_reason(ctx, "maintenance", True):
-            lines.append(f"demoted CARP by {demotion.STEP}")
+            result.lines.append(f"demoted CARP by {demotion.STEP}")
         preempt = ctx.backend.sysctl(demotion.PREEMPT_OID)
     if preempt == 0:
         msg = ("net.inet.carp.preempt is 0 on this host; the peers need "
                "net.inet.carp.preempt=1 or nothing moves")
         ctx.log.warning(msg)
-        lines.append(f"warning: {msg}")
+        result.warnings.append(msg)
     if ctx.dry_run:
-        return lines
+        return result
     masters = [g for g in ctx.config.groups if _carp_now(ctx, g) is CarpState.MASTER]
     deadline = time.monotonic() + wait
     while masters and time.monotonic() < deadline:
         time.sleep(0.2)
         masters = [g for g in masters if _carp_now(ctx, g) is CarpState.MASTER]
-    lines += outcome_lines(reconcile(ctx, why="maintenance on"))
+    result.outcomes = reconcile(ctx, why="maintenance on").outcomes
     if masters:
         names = ", ".join(g.name for g in masters)
         hint = " (net.inet.carp.preempt is 0: peers need preempt=1)" if preempt == 0 else ""
         raise CarphooksError(f"maintenance is on and CARP demoted, but no peer took over "
                              f"{names} within {wait:g} s{hint}; this host keeps serving")
-    lines.append("maintenance on: every group has moved to a peer")
-    return lines
+    result.notes.append("maintenance on: every group has moved to a peer")
+    return result
 
 
-def maintenance_off(ctx: Context) -> list[str]:
+def maintenance_off(ctx: Context) -> ActionResult:
     """Remove only the demotion carphooks added for maintenance, then clear the flag."""
-    lines: list[str] = []
+    result = ActionResult()
     with exclusive(ctx, state_ok=False):
         if demotion.set_reason(ctx, "maintenance", False):
-            lines.append("removed the maintenance demotion")
+            result.lines.append("removed the maintenance demotion")
         if not ctx.dry_run:
             ctx.state.write_maintenance(False)
-    lines.append("maintenance off")
-    return lines
+    result.notes.append("maintenance off")
+    return result
 
 
 def _carp_now(ctx: Context, group: Group) -> CarpState:
@@ -804,116 +847,87 @@ def _carp_now(ctx: Context, group: Group) -> CarpState:
 
 # -- status ------------------------------------------------------------------------------
 
-def status(ctx: Context) -> dict[str, Any]:
-    """A read-only report of every group, for humans, JSON and monitoring."""
+def status(ctx: Context) -> Report:
+    """A read-only report of every group, for humans, JSON and monitoring (rendered by
+    :mod:`carphooks.status`)."""
     q = current_quorum(ctx)
     maint = in_maintenance(ctx)
     reader = Reader(ctx)
-    groups = []
     repairs = Repairs(ctx.state, ctx.log, dry_run=True)  # read-only
-    for group in ctx.config.groups:
-        view = observe(ctx, group, reader, q)
-        addrs = {a.with_prefixlen: address_status(view.external, a) for a in group.addresses}
-        verdict, dad = _verdict(group, view, addrs, repairs)
-        entry: dict[str, Any] = {
-            "name": group.name, "vhid": group.vhid, "carp_interface": group.carp_interface,
-            "external_interface": group.external_interface, "carp": view.carp.value,
-            "should_hold": view.decision.hold, "reason": view.decision.reason,
-            "addresses": addrs, "verdict": verdict,
-        }
-        if dad:
-            entry["dad"] = dad
-        groups.append(entry)
+    groups = tuple(_group_status(view, repairs)
+                   for view in (observe(ctx, g, reader, q) for g in ctx.config.groups))
+    return Report(
+        host=ctx.host, backend=ctx.backend.name,
+        quorum=model.QuorumStatus(ok=q.ok, have=q.have, need=q.need, mode=q.mode,
+                                  reason=q.reason, voters=len(ctx.config.voters)),
+        maintenance=maint, demotion=demotion.status(ctx), last_event=_last_event(ctx),
+        groups=groups, mesh=_mesh(ctx))
+
+
+def _last_event(ctx: Context) -> model.LastEvent | None:
     try:
         last = ctx.state.last_event()
     except StateError as exc:
-        last = {"error": str(exc)}
-    if last and isinstance(last.get("time"), int | float):
-        last = dict(last, age=round(time.time() - float(last["time"]), 1))
-    dem = demotion.status(ctx)
-    return {
-        "host": ctx.host, "backend": ctx.backend.name,
-        "demotion": {"carphooks": dem.added, "kernel": dem.kernel, "problems": dem.problems},
-        "quorum": {"ok": q.ok, "have": q.have, "need": q.need, "mode": q.mode,
-                   "reason": q.reason},
-        "maintenance": maint, "last_event": last, "groups": groups,
-        "mesh": _mesh(ctx),
-    }
+        return model.LastEvent(error=str(exc))
+    if not last:
+        return None
+    when = last.get("time")
+    when = float(when) if isinstance(when, int | float) and not isinstance(when, bool) \
+        else None
+    return model.LastEvent(
+        source=_text(last.get("source")), detail=_text(last.get("detail")), time=when,
+        age=round(time.time() - when, 1) if when is not None else None)
 
 
-PRESENT = ("held", "tentative", "duplicated")  # on the interface with the right prefix
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
-def _verdict(group: Group, view: GroupView, addrs: Mapping[str, str],
-             repairs: Repairs) -> tuple[str, dict[str, Any]]:
-    """A group's verdict, and DAD details of its tentative/duplicated addresses.
+def _group_status(view: GroupView, repairs: Repairs) -> model.GroupStatus:
+    """A group's addresses (with DAD details of tentative/duplicated ones) and problems.
 
     Only ``held`` counts as held: a duplicated address is unusable (another host on
     the link answers for it) and so is one stuck tentative.
     """
-    dad: dict[str, Any] = {}
-    problems: list[str] = []
+    group, hold = view.group, view.decision.hold
     ifname = group.external_interface
     up = view.external.up if view.external is not None else False
+    addresses: list[model.AddressStatus] = []
+    problems: list[str] = []
     for address in group.addresses:
-        text = address.with_prefixlen
-        status = addrs[text]
-        if status not in ("tentative", "duplicated"):
-            continue
-        note = repairs.describe(ifname, address, status, up)
-        dad[text] = {"status": status, "detail": note, **(repairs.info(ifname, address) or {})}
-        if view.decision.hold and (status == "duplicated"
-                                   or repairs.stuck(ifname, address)):
-            problems.append(f"{text} {status} ({note})")
-    if view.decision.hold:
-        missing = [a for a, s in addrs.items() if s not in PRESENT]
+        state = address_status(view.external, address)
+        dad = None
+        if state.in_dad:
+            note = repairs.describe(ifname, address, state, up)
+            info = repairs.info(ifname, address)
+            dad = model.DadStatus(
+                detail=note, since=info["since"] if info else None,
+                attempts=int(info["attempts"]) if info else None,
+                last=info["last"] if info else None)
+            if hold and (state is AddressState.DUPLICATED or repairs.stuck(ifname, address)):
+                problems.append(f"{address.with_prefixlen} {state} ({note})")
+        addresses.append(model.AddressStatus(address, state, dad))
+    if hold:
+        missing = [a.address.with_prefixlen for a in addresses if not a.state.present]
         if missing:
             problems.insert(0, "drift: should hold, missing " + ", ".join(missing))
     else:
-        present = [a for a, s in addrs.items() if s in PRESENT]
+        present = [a.address.with_prefixlen for a in addresses if a.state.present]
         if present:
             problems.insert(0, "drift: should release, holds " + ", ".join(present))
-    return ("; ".join(problems) or "ok"), dad
+    return model.GroupStatus(
+        name=group.name, vhid=group.vhid, carp_interface=group.carp_interface,
+        external_interface=ifname, carp=view.carp, should_hold=hold,
+        reason=view.decision.reason, addresses=tuple(addresses), problems=tuple(problems))
 
 
-def _mesh(ctx: Context) -> dict[str, Any] | None:
+def _mesh(ctx: Context) -> Mesh | None:
     """How each other voter is reached over tinc (imported here: hooks never need it)."""
     if ctx.config.topology != "tinc":
         return None
     from carphooks import mesh
 
-    return mesh.observe(ctx).as_json()
-
-
-def nagios(report: Mapping[str, Any], max_event_age: float | None = None) -> tuple[int, str]:
-    """One monitoring-plugin line and its code: 0 OK, 1 WARNING, 2 CRITICAL."""
-    crit: list[str] = []
-    warn: list[str] = []
-    parts: list[str] = []
-    for g in report["groups"]:
-        addrs = g["addresses"]
-        held = sum(1 for v in addrs.values() if v == "held")
-        parts.append(f"{g['name']} {g['carp']} {held}/{len(addrs)} held")
-        if g["verdict"] != "ok":
-            crit.append(f"{g['name']}: {g['verdict']}")
-        elif g["should_hold"] and any(v == "tentative" for v in addrs.values()):
-            warn.append(f"{g['name']}: tentative address (DAD running)")
-    q = report["quorum"]
-    if not q["ok"]:
-        warn.append(q["reason"])
-    if report["maintenance"]:
-        warn.append("maintenance mode on")
-    warn.extend(f"demotion: {p}" for p in report["demotion"].get("problems", []))
-    last = report.get("last_event") or {}
-    if max_event_age is not None and isinstance(last.get("age"), int | float) and \
-            last["age"] > max_event_age:
-        warn.append(f"last event {last['age']:.0f} s ago")
-    summary = "; ".join(parts) or "no groups"
-    if crit:
-        return 2, f"CARPHOOKS CRITICAL - {'; '.join(crit + warn)} | {summary}"
-    if warn:
-        return 1, f"CARPHOOKS WARNING - {'; '.join(warn)} | {summary}"
-    return 0, f"CARPHOOKS OK - {summary}; {q['reason']}"
+    return mesh.observe(ctx)
 
 
 def outcome_lines(outcomes: Iterable[Outcome]) -> list[str]:
@@ -934,17 +948,17 @@ def env_snapshot(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: environ[k] for k in keys if k in environ}
 
 
-def tinc_host_up(ctx: Context, env: TincEnv) -> list[Outcome]:
+def tinc_host_up(ctx: Context, env: TincEnv) -> ActionResult:
     """tinc ``host-up``."""
     return tinc_host(ctx, env, True)
 
 
-def tinc_host_down(ctx: Context, env: TincEnv) -> list[Outcome]:
+def tinc_host_down(ctx: Context, env: TincEnv) -> ActionResult:
     """tinc ``host-down``."""
     return tinc_host(ctx, env, False)
 
 
-TINC_REPLAY: dict[str, Callable[[Context, TincEnv], Any]] = {
+TINC_REPLAY: dict[str, Callable[[Context, TincEnv], ActionResult]] = {
     "tinc-up": tinc_up, "tinc-down": tinc_down,
     "tinc-host-up": tinc_host_up, "tinc-host-down": tinc_host_down,
 }

@@ -16,8 +16,9 @@ from typing import Any, NoReturn
 
 import click
 
-from carphooks import actions, mesh, runner
+from carphooks import actions, runner
 from carphooks import config as configmod
+from carphooks import status as model
 from carphooks.entry import (
     Options,
     check_config_path,
@@ -179,16 +180,13 @@ def status(opts: Options, as_json: bool, nagios: bool) -> int:
     """Show CARP state, quorum and each floating address per group."""
     if nagios:
         try:
-            ctx = opts.context()
-            code, line = actions.nagios(actions.status(ctx))
+            code, line = model.nagios(actions.status(opts.context()))
         except CarphooksError as exc:
-            echo(f"CARPHOOKS UNKNOWN - {exc}")
-            return 3
+            code, line = model.unknown(str(exc))
         except Interrupted:
             raise
         except Exception as exc:  # a plugin answers UNKNOWN, never a traceback
-            echo(f"CARPHOOKS UNKNOWN - internal error: {type(exc).__name__}: {exc}")
-            return 3
+            code, line = model.unknown(f"internal error: {type(exc).__name__}: {exc}")
         echo(line)
         return code
     return int(_status(opts, as_json))
@@ -196,26 +194,12 @@ def status(opts: Options, as_json: bool, nagios: bool) -> int:
 
 @guarded("carphooks status")
 def _status(opts: Options, as_json: bool) -> int:
-    ctx = opts.context()
-    report = actions.status(ctx)
+    report = actions.status(opts.context())
     if as_json:
-        echo(json.dumps(report, indent=2, sort_keys=True))
-        return 0
-    q = report["quorum"]
-    echo(f"host {report['host'] or '?'} ({report['backend']}): {q['reason']}"
-               f"{'; MAINTENANCE' if report['maintenance'] else ''}")
-    for g in report["groups"]:
-        echo(f"group {g['name']} (vhid {g['vhid']} on {g['carp_interface']}): CARP "
-                   f"{g['carp']}, should {'hold' if g['should_hold'] else 'release'} "
-                   f"({g['reason']}): {g['verdict']}")
-        for addr, st in g["addresses"].items():
-            echo(f"  {addr} on {g['external_interface']}: {st}")
-    if report.get("mesh") is not None:
-        echo(mesh.describe(report["mesh"]))
-    last = report["last_event"]
-    if last:
-        echo(f"last event: {last.get('source')} {last.get('detail')} "
-                   f"({last.get('age', '?')} s ago)")
+        echo(json.dumps(model.to_json(report), indent=2, sort_keys=True))
+    else:
+        for line in model.text_lines(report):
+            echo(line)
     return 0
 
 
@@ -246,10 +230,14 @@ def reconcile(opts: Options, groups: tuple[str, ...], every: float | None) -> in
 def _reconcile(opts: Options, names: tuple[str, ...]) -> int:
     ctx = opts.context()
     selected = [_group(ctx, n) for n in names] or None
-    outcomes = actions.reconcile(ctx, selected)
-    for line in actions.outcome_lines(outcomes):
+    return _show(actions.reconcile(ctx, selected))
+
+
+def _show(result: actions.ActionResult) -> int:
+    """Print what an action did; its exit code."""
+    for line in result.text():
         echo(line)
-    return int(ExitCode.FAILED) if any(o.errors for o in outcomes) else 0
+    return int(ExitCode.FAILED) if result.failed else 0
 
 
 @cli.command()
@@ -272,12 +260,11 @@ def release(opts: Options, group: str) -> int:
 @guarded("carphooks")
 def _manual(opts: Options, name: str, want: bool, force: bool) -> int:
     ctx = opts.context()
-    outcome = actions.manual(ctx, _group(ctx, name), want, force)
-    for line in actions.outcome_lines([outcome]):
-        echo(line)
-    if not outcome.changes:
-        echo(f"group {outcome.group.name}: nothing to do")
-    return int(ExitCode.FAILED) if outcome.errors else 0
+    group = _group(ctx, name)
+    result = actions.manual(ctx, group, want, force)
+    if not result.changed:
+        result.notes.append(f"group {group.name}: nothing to do")
+    return _show(result)
 
 
 @cli.command()
@@ -296,16 +283,10 @@ def maintenance(opts: Options, action: str, wait: float) -> int:
 def _maintenance(opts: Options, action: str, wait: float) -> int:
     ctx = opts.context(extra_time=wait)
     if action == "on":
-        lines = actions.maintenance_on(ctx, wait)
-    elif action == "off":
-        lines = actions.maintenance_off(ctx)
-    else:
-        report = actions.status(ctx)
-        dem = report["demotion"]
-        lines = [f"maintenance {'on' if report['maintenance'] else 'off'}; carphooks demotion "
-                 f"{dem['carphooks'] or 'none'}; kernel demotion {dem['kernel']}"]
-    for line in lines:
-        echo(line)
+        return _show(actions.maintenance_on(ctx, wait))
+    if action == "off":
+        return _show(actions.maintenance_off(ctx))
+    echo(model.maintenance_line(actions.status(ctx)))
     return 0
 
 

@@ -25,7 +25,11 @@ HOST_ENV = "CARPHOOKS_HOST"
 
 @dataclass
 class Context:
-    """Everything an action needs, built once per process."""
+    """Everything an action needs, built once per process.
+
+    ``host`` is this host's tinc node name, resolved once when the context is built
+    (a tinc script sets tinc's NAME); ``dry_run`` is the runner's.
+    """
 
     config: Config
     log: Log
@@ -33,7 +37,6 @@ class Context:
     state: StateDir
     backend: Backend
     engine: Engine
-    dry_run: bool = False
     host: str | None = None
     to_announce: list[tuple[str, list[IPInterface]]] = field(default_factory=list)
     to_probe: list[Group] = field(default_factory=list)
@@ -42,18 +45,24 @@ class Context:
     release_only: str | None = None  # why this action may not take (no lock, no state)
     took: dict[str, tuple[Group, CarpState]] = field(default_factory=dict)  # taken, on what
 
+    @property
+    def dry_run(self) -> bool:
+        """Print what would change; change nothing (one flag: the runner's)."""
+        return self.runner.dry_run
+
 
 def build_context(config: Config, log: Log, *, dry_run: bool = False,
                   host: str | None = None, echo: Any = None) -> Context:
-    """Wire config, runner, backend and engine together."""
+    """Wire config, runner, backend and engine together; resolve this host's name once
+    (``host`` first, see :func:`resolve_host`)."""
     runner = Runner(dry_run=dry_run, echo=echo, trace=log.debug)
-    state = StateDir(config.state_dir, dry_run=dry_run)
+    state = StateDir(config.state_dir, dry_run=runner.dry_run)  # files: the same flag
     backend = get_backend(config.backend, runner, state, config.demotion_file)
     config = configmod.resolve_probe(config, backend.probe_problem())
-    engine = Engine(backend, log, dry_run=dry_run,
-                    repairs=Repairs(state, log, dry_run=dry_run))
+    engine = Engine(backend, log, repairs=Repairs(state, log))
     ctx = Context(config=config, log=log, runner=runner, state=state, backend=backend,
-                  engine=engine, dry_run=dry_run, host=host)
+                  engine=engine)
+    ctx.host = resolve_host(ctx, host)
     return ctx
 
 
@@ -94,7 +103,5 @@ def in_maintenance(ctx: Context) -> bool:
 
 
 def current_quorum(ctx: Context) -> Quorum:
-    """Quorum as the state directory says now."""
-    if ctx.host is None:
-        ctx.host = resolve_host(ctx)
+    """Quorum as the state directory says now, for ``ctx.host`` (changes nothing)."""
     return quorum(ctx.config, ctx.host, current_peers(ctx))

@@ -24,6 +24,7 @@ from carphooks.config import IPInterface
 from carphooks.errors import StateError
 from carphooks.log import Log
 from carphooks.state import StateDir
+from carphooks.status import AddressState
 
 FILE = "dad.json"
 FIRST_RETRY = 2.0  # seconds after the first re-add before the next one
@@ -53,10 +54,15 @@ class Repairs:
                  clock: Callable[[], float] = time.time) -> None:
         self.state = state
         self.log = log
-        self.dry_run = dry_run
+        self.read_only = dry_run  # a reader's own choice; the state's dry run counts too
         self.clock = clock
         self._records: dict[str, Record] | None = None
         self._changed = False
+
+    @property
+    def dry_run(self) -> bool:
+        """Whether nothing is written: read-only by choice, or the state directory's dry run."""
+        return self.read_only or self.state.dry_run
 
     @staticmethod
     def key(ifname: str, address: IPInterface) -> str:
@@ -130,17 +136,27 @@ class Repairs:
             rec = Record(since=now, attempts=0, last=0.0)
         return _wait(rec, status, up, now)
 
-    def due(self, ifname: str, address: IPInterface, status: str, up: bool) -> bool:
-        """Whether to re-add now; when so, the attempt is recorded."""
+    def check(self, ifname: str, address: IPInterface, status: str, up: bool) -> bool:
+        """Whether a re-add is due now; starts the address's record (its trouble is seen
+        from now) but records no attempt: :meth:`attempt` does, when it runs."""
+        now = self.clock()
+        left = _wait(self._record(ifname, address, now), status, up, now)
+        return left is not None and left <= 0
+
+    def attempt(self, ifname: str, address: IPInterface) -> None:
+        """Record a re-add of the address, now."""
         now = self.clock()
         rec = self._record(ifname, address, now)
-        left = _wait(rec, status, up, now)
-        if left is None or left > 0:
-            return False
         rec.attempts += 1
         rec.last = now
         rec.since = now
         self._changed = True
+
+    def due(self, ifname: str, address: IPInterface, status: str, up: bool) -> bool:
+        """Whether to re-add now; when so, the attempt is recorded."""
+        if not self.check(ifname, address, status, up):
+            return False
+        self.attempt(ifname, address)
         return True
 
     def held(self, ifname: str, address: IPInterface) -> None:
@@ -155,7 +171,7 @@ class Repairs:
         tries = f"re-added {rec.attempts} time{'s' if rec.attempts != 1 else ''}; " \
             if rec is not None and rec.attempts else ""
         left = self.wait(ifname, address, status, up)
-        if status == "tentative":
+        if status == AddressState.TENTATIVE:
             age = now - rec.since if rec is not None else 0.0
             if left is None and not up:
                 return f"{tries}tentative for {age:.0f} s; {ifname} is down, DAD waits for it"
@@ -185,12 +201,12 @@ class Repairs:
 
 
 def _wait(rec: Record, status: str, up: bool, now: float) -> float | None:
-    if status == "tentative":
+    if status == AddressState.TENTATIVE:
         if not up:
             return None  # a down interface runs no DAD; a re-add would not either
         if now - rec.since < STUCK_AFTER:
             return STUCK_AFTER - (now - rec.since)
-    elif status != "duplicated":
+    elif status != AddressState.DUPLICATED:
         return None
     if rec.attempts == 0:
         return 0.0

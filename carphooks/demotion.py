@@ -14,25 +14,14 @@ kernel holds. ``status`` reports every mismatch; ``repair`` (reconcile) fixes th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from carphooks.context import Context, current_quorum, in_maintenance
 from carphooks.errors import CarphooksError, StateError
+from carphooks.status import DemotionStatus as DemotionStatus  # the status model's
 
 DEMOTION_OID = "net.inet.carp.demotion"
 PREEMPT_OID = "net.inet.carp.preempt"
 STEP = 240  # moves a master behind any advskew (what OPNsense adds for maintenance)
 REASONS = ("maintenance", "quorum")
-
-
-@dataclass(frozen=True)
-class DemotionStatus:
-    """What carphooks added (None: the record is unreadable), what the kernel holds,
-    and every mismatch between the record, the kernel and the reasons now."""
-
-    added: dict[str, int] | None
-    kernel: int | None
-    problems: list[str] = field(default_factory=list)
 
 
 def _load(ctx: Context) -> tuple[dict[str, int] | None, str | None]:

@@ -14,6 +14,7 @@ from carphooks.config import Group, IPInterface
 from carphooks.dad import Repairs
 from carphooks.errors import CarphooksError
 from carphooks.log import Log
+from carphooks.status import AddressState
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Outcome:
     done: list[Change] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    held: dict[str, str] = field(default_factory=dict)  # address -> held|absent|tentative|...
+    held: dict[str, AddressState] = field(default_factory=dict)  # address -> its state after
 
     @property
     def ok(self) -> bool:
@@ -34,20 +35,20 @@ class Outcome:
         return not self.errors
 
 
-def address_status(iface: Interface | None, wanted: IPInterface) -> str:
-    """``held``, ``tentative``, ``duplicated``, ``wrong-prefix`` or ``absent``."""
+def address_status(iface: Interface | None, wanted: IPInterface) -> AddressState:
+    """What ``wanted`` is on ``iface`` (exact address; the prefix must match too)."""
     if iface is None:
-        return "absent"
+        return AddressState.ABSENT
     entry = iface.find(wanted)
     if entry is None:
-        return "absent"
+        return AddressState.ABSENT
     if entry.iface != wanted:
-        return "wrong-prefix"
+        return AddressState.WRONG_PREFIX
     if "duplicated" in entry.flags:
-        return "duplicated"
+        return AddressState.DUPLICATED
     if "tentative" in entry.flags:
-        return "tentative"
-    return "held"
+        return AddressState.TENTATIVE
+    return AddressState.HELD
 
 
 def plan(group: Group, hold: bool, current: Interface,
@@ -117,14 +118,21 @@ def readds(changes: Sequence[Change]) -> set[Change]:
 
 
 class Engine:
-    """Converge groups' floating addresses through one backend."""
+    """Converge groups' floating addresses through one backend.
 
-    def __init__(self, backend: Backend, log: Log, *, dry_run: bool = False,
-                 repairs: Repairs | None = None) -> None:
+    The engine logs every address change it verified (and every failure); callers
+    log their decisions, never the changes again. A dry run is the runner's.
+    """
+
+    def __init__(self, backend: Backend, log: Log, *, repairs: Repairs | None = None) -> None:
         self.backend = backend
         self.log = log
-        self.dry_run = dry_run
         self.repairs = repairs  # None: duplicated addresses are reported, never re-added
+
+    @property
+    def dry_run(self) -> bool:
+        """Whether mutating commands are only printed (the runner decides)."""
+        return self.backend.runner.dry_run
 
     def read(self, ifname: str) -> Interface | None:
         """Read an interface; None when it does not exist (the caller says what that means)."""
@@ -140,22 +148,59 @@ class Engine:
 
     def converge_all(self, wanted: Sequence[tuple[Group, bool]],
                      current: dict[str, Interface]) -> list[Outcome]:
-        """Converge many groups: per interface, one plan, one apply, one verification read.
+        """Plan, then apply: per interface one plan, one apply, one verification read.
 
         ``current`` holds interfaces already read (missing ones are read here); it is
         updated with what the verification read saw.
         """
+        outcomes = self.plan_all(wanted, current)
+        self.apply_all(outcomes, current)
+        return outcomes
+
+    def plan_all(self, wanted: Sequence[tuple[Group, bool]],
+                 current: dict[str, Interface]) -> list[Outcome]:
+        """Each group's changes (``Outcome.changes``), reading an interface not in
+        ``current`` once; changes nothing. Pass (some of) the outcomes to
+        :meth:`apply_all` with the same ``current``."""
         outcomes = [Outcome(group=g, hold=h) for g, h in wanted]
-        by_if: dict[str, list[Outcome]] = {}
-        for outcome in outcomes:
-            by_if.setdefault(outcome.group.external_interface, []).append(outcome)
         if self.repairs is not None:
             self.repairs.begin()  # read under the caller's lock, when first needed
-        for ifname, members in by_if.items():
-            self._converge_interface(ifname, members, current)
+        for ifname, members in _by_interface(outcomes).items():
+            iface = current.get(ifname)
+            if iface is None:
+                try:
+                    iface = current[ifname] = self.backend.read(ifname)
+                except InterfaceMissing as exc:
+                    for o in members:
+                        if o.hold:
+                            o.errors.append(f"{exc}: cannot assign {_addrs(o.group.addresses)}")
+                        else:
+                            o.warnings.append(f"{exc}: nothing to remove")
+                    continue
+            for o in members:
+                self._plan(o, iface)
+        return outcomes
+
+    def _plan(self, o: Outcome, iface: Interface) -> None:
+        for wanted in o.group.addresses:
+            entry = iface.find(wanted)
+            if entry is not None and entry.vhid is not None:
+                o.warnings.append(f"{entry.iface.with_prefixlen} on {iface.name} belongs to "
+                                  f"CARP vhid {entry.vhid}: left to the kernel")
+        o.changes, refused = keep_primary(plan(o.group, o.hold, iface, self._readd(o, iface)),
+                                          iface)
+        for message in refused:
+            o.errors.append(message)
+            self.log.error(message)
+
+    def apply_all(self, outcomes: Sequence[Outcome], current: dict[str, Interface]) -> None:
+        """Run planned changes: per interface one apply and one verification read
+        (``current`` as :meth:`plan_all` left it; updated with what was read after)."""
+        for ifname, members in _by_interface(outcomes).items():
+            if ifname in current:  # else missing when planned: the outcome says so
+                self._apply_interface(ifname, members, current)
         if self.repairs is not None:
             self.repairs.save()
-        return outcomes
 
     def _readd(self, outcome: Outcome, iface: Interface) -> list[IPInterface]:
         """Held addresses of a group to hold that need a DAD repair now."""
@@ -165,14 +210,10 @@ class Engine:
         for wanted in outcome.group.addresses:
             status = address_status(iface, wanted)
             entry = iface.find(wanted)
-            if status == "held":
+            if status is AddressState.HELD:
                 self.repairs.held(iface.name, wanted)
-            elif status in ("duplicated", "tentative") and entry is not None \
-                    and entry.vhid is None and \
-                    self.repairs.due(iface.name, wanted, status, iface.up):
-                if not self.dry_run:
-                    self.log.info(f"{wanted.with_prefixlen} on {iface.name} is {status}: "
-                                  "removing and adding it again so DAD runs afresh")
+            elif status.in_dad and entry is not None and entry.vhid is None and \
+                    self.repairs.check(iface.name, wanted, status, iface.up):
                 due.append(wanted)
         return due
 
@@ -185,37 +226,15 @@ class Engine:
         for wanted in group.addresses:
             status = address_status(iface, wanted)
             entry = iface.find(wanted)
-            if status in ("duplicated", "tentative") and entry is not None \
-                    and entry.vhid is None:
+            if status.in_dad and entry is not None and entry.vhid is None:
                 left = peek.wait(iface.name, wanted, status, iface.up)
                 if left is not None and left <= 0:
                     return True
         return False
 
-    def _converge_interface(self, ifname: str, members: list[Outcome],
-                            current: dict[str, Interface]) -> None:
-        iface = current.get(ifname)
-        if iface is None:
-            try:
-                iface = current[ifname] = self.backend.read(ifname)
-            except InterfaceMissing as exc:
-                for o in members:
-                    if o.hold:
-                        o.errors.append(f"{exc}: cannot assign {_addrs(o.group.addresses)}")
-                    else:
-                        o.warnings.append(f"{exc}: nothing to remove")
-                return
-        for o in members:
-            for wanted in o.group.addresses:
-                entry = iface.find(wanted)
-                if entry is not None and entry.vhid is not None:
-                    o.warnings.append(f"{entry.iface.with_prefixlen} on {ifname} belongs to "
-                                      f"CARP vhid {entry.vhid}: left to the kernel")
-            o.changes, refused = keep_primary(
-                plan(o.group, o.hold, iface, self._readd(o, iface)), iface)
-            for message in refused:
-                o.errors.append(message)
-                self.log.error(message)
+    def _apply_interface(self, ifname: str, members: list[Outcome],
+                         current: dict[str, Interface]) -> None:
+        iface = current[ifname]
         changes = [c for o in members for c in o.changes]
         if not changes:
             for o in members:
@@ -225,6 +244,13 @@ class Engine:
         # A re-add's add waits for its remove: adding an address that is still there
         # would clear ``duplicated`` without DAD (in6_update_ifa_internal).
         second = readds(changes)
+        for change in second:
+            status = address_status(iface, change.address)
+            if self.repairs is not None:
+                self.repairs.attempt(ifname, change.address)
+            if not self.dry_run:
+                self.log.info(f"{change.address.with_prefixlen} on {ifname} is {status}: "
+                              "removing and adding it again so DAD runs afresh")
         failed = dict(self.backend.apply([c for c in changes if c not in second]))
         for change in second:
             undone = Change("remove", change.interface, change.address)
@@ -249,7 +275,7 @@ class Engine:
             o.held = {str(a): address_status(after, a) for a in o.group.addresses}
             if o.hold and self.repairs is not None:
                 for a in o.group.addresses:
-                    if o.held[str(a)] == "held":
+                    if o.held[str(a)] is AddressState.HELD:
                         self.repairs.held(ifname, a)
             self._report_flags(o, after)
 
@@ -287,14 +313,15 @@ class Engine:
             return
         for wanted in outcome.group.addresses:
             status = outcome.held.get(str(wanted))
-            if status not in ("duplicated", "tentative"):
+            if status is None or not status.in_dad:
                 continue
             why = (self.repairs.describe(iface.name, wanted, status, iface.up)
                    if self.repairs is not None else
                    "another host on the link answers for it (DAD failed)"
-                   if status == "duplicated" else "duplicate address detection running")
+                   if status is AddressState.DUPLICATED
+                   else "duplicate address detection running")
             msg = f"{wanted} on {iface.name} is {status}: {why}"
-            if status == "duplicated":
+            if status is AddressState.DUPLICATED:
                 outcome.errors.append(msg)
                 self.log.error(msg)
             elif self.repairs is not None and self.repairs.stuck(iface.name, wanted):
@@ -307,3 +334,10 @@ class Engine:
 
 def _addrs(addresses: Sequence[IPInterface]) -> str:
     return ", ".join(a.with_prefixlen for a in addresses)
+
+
+def _by_interface(outcomes: Sequence[Outcome]) -> dict[str, list[Outcome]]:
+    by_if: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_if.setdefault(outcome.group.external_interface, []).append(outcome)
+    return by_if

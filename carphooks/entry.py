@@ -25,6 +25,7 @@ from carphooks.errors import CarphooksError, ConfigError, ExitCode, Interrupted,
 from carphooks.log import Log
 
 if TYPE_CHECKING:  # the hot path imports the context lazily
+    from carphooks.actions import ActionResult
     from carphooks.context import Context
 
 DEFAULT_TAG = "carphooks"
@@ -109,11 +110,12 @@ class Options:
                                 verbose=self.verbose)
         return self._log
 
-    def context(self, extra_time: float = 0.0) -> Context:
+    def context(self, extra_time: float = 0.0, host: str | None = None) -> Context:
         """Load the config and build the action context (ConfigError on problems).
 
         Every command it runs must finish within the hook budget (plus ``extra_time``
-        seconds, e.g. a wait) of the start.
+        seconds, e.g. a wait) of the start. ``host``: this host's name when the caller
+        knows it (tinc's NAME), else ``--host`` or what :func:`resolve_host` finds.
         """
         from carphooks.context import build_context
 
@@ -121,7 +123,7 @@ class Options:
         log = Log(cfg.log_tag, cfg.syslog_socket, facility=cfg.syslog_facility,
                   verbose=self.verbose)
         self._log = log
-        ctx = build_context(cfg, log, dry_run=self.dry_run, host=self.host,
+        ctx = build_context(cfg, log, dry_run=self.dry_run, host=host or self.host,
                             echo=lambda line: echo(f"would run: {line}"))
         budget = runner.hook_budget(sum(len(g.addresses) for g in cfg.groups))
         ctx.runner.deadline = self.started + budget + extra_time
@@ -197,14 +199,12 @@ def top_level(prog: str, body: Callable[[], int]) -> NoReturn:
     sys.exit(code)
 
 
-def print_outcomes(opts: Options, outcomes: Sequence[Any]) -> int:
-    """Show what changed (dry-run or a terminal); the exit code for the outcomes."""
-    from carphooks.actions import outcome_lines
-
+def print_result(opts: Options, result: ActionResult) -> int:
+    """Show what a hook changed (dry-run or a terminal); its exit code."""
     if opts.dry_run or sys.stdout.isatty():
-        for line in outcome_lines(outcomes):
+        for line in result.text():
             echo(line)
-    return int(ExitCode.FAILED) if any(o.errors for o in outcomes) else 0
+    return int(ExitCode.FAILED) if result.failed else 0
 
 
 # -- the hooks ------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def run_carp_event(opts: Options, subsystem: str, type_: str) -> int:
 
     event = events.parse_carp_event(subsystem, type_)
     ctx = opts.context()
-    return print_outcomes(opts, actions.carp_event(ctx, event))
+    return print_result(opts, actions.carp_event(ctx, event))
 
 
 TINC_HOOKS = {
@@ -237,15 +237,10 @@ def _run_tinc(opts: Options, name: str) -> int:
 
     need_node, func = TINC_HOOKS[name]
     env = events.parse_tinc_env(os.environ, need_node=need_node)
-    ctx = opts.context()
+    ctx = opts.context(host=env.name)
     ctx.log.debug(f"{name}: {actions.env_snapshot(os.environ)}")
-    result = getattr(actions, func)(ctx, env)
-    if result and not isinstance(result[0], str):
-        return print_outcomes(opts, result)
-    if opts.dry_run or sys.stdout.isatty():
-        for line in result or []:
-            echo(line)
-    return 0
+    hook: Callable[[Context, events.TincEnv], ActionResult] = getattr(actions, func)
+    return print_result(opts, hook(ctx, env))
 
 
 # -- fast argv parsing -----------------------------------------------------------------

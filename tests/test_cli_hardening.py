@@ -189,7 +189,7 @@ def test_a_foreign_tinc_network_or_interface_changes_nothing(
         ctx = Options(str(cfg), False, False, host="hA").context()
         bsd.clear_calls()
         env = parse_tinc_env(tinc, need_node=hook.startswith("tinc-host"))
-        assert HOOKS[hook](ctx, env) == []
+        assert HOOKS[hook](ctx, env) == actions.ActionResult()
         assert bsd.calls() == []
         assert {p.name: p.read_bytes() for p in (base / "state").iterdir()} == before
         actions.reconcile(ctx)  # cron's next run: this cluster is unchanged

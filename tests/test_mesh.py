@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import FakeBSD, SyslogServer, run_script, write_config
 from fakebsd import fakebsd_sockstat as fake_sockstat
-from setupkit import target
-from setupkit import write_config as write_cluster
+from setupkit import target, write_cluster
 
 from carphooks import check, mesh, render
 from carphooks import config as configmod

@@ -75,10 +75,10 @@ def test_master_waits_while_another_host_answers_then_takes(
     helper = threading.Thread(target=other_host_lets_go)
     helper.start()
     try:
-        outcomes = actions.carp_event(ctx, CarpEvent(1, "tap0", CarpState.MASTER))
+        result = actions.carp_event(ctx, CarpEvent(1, "tap0", CarpState.MASTER))
     finally:
         helper.join(30)
-    assert outcomes[0].warnings == ["group web: probing before taking it"]
+    assert result.outcomes[0].warnings == ["group web: probing before taking it"]
     assert seen_while_answered == [{"203.0.113.11/24"}]  # nothing taken while answered
     assert addrs(bsd, "vtnet0") == {"203.0.113.11/24", "203.0.113.10/24",
                                     "2001:db8:10::10/64"}

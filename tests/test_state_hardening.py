@@ -28,6 +28,7 @@ from carphooks import config as configmod
 from carphooks.errors import StateError
 from carphooks.log import Log
 from carphooks.state import StateDir
+from carphooks.status import nagios
 
 V4 = "203.0.113.10/24"
 V6 = "2001:db8:10::10/64"
@@ -501,13 +502,10 @@ def test_corrupt_demotion_record_neither_strands_nor_doubles_the_demotion(
     assert bsd.sysctl("net.inet.carp.demotion") == 250
     corrupt(base / "state" / "demotion.json", how)
     report = actions.status(in_process(bsd, cfg, monkeypatch))
-    try:
-        recorded_ok = report["demotion"]["carphooks"] == {"quorum": 240}
-    except TypeError:
-        recorded_ok = False
-    if not recorded_ok:  # whatever the record says now, status says it does not add up
-        assert report["demotion"]["problems"]
-        code, line = actions.nagios(report)
+    if report.demotion.added != {"quorum": 240}:
+        # whatever the record says now, status says it does not add up
+        assert report.demotion.problems
+        code, line = nagios(report)
         assert code >= 1 and "demotion" in line
     actions.tinc_host(in_process(bsd, cfg, monkeypatch), env_of("hB"), True)
     assert bsd.sysctl("net.inet.carp.demotion") == 10  # not stranded
@@ -516,7 +514,7 @@ def test_corrupt_demotion_record_neither_strands_nor_doubles_the_demotion(
     actions.tinc_host(in_process(bsd, cfg, monkeypatch), env_of("hB"), True)
     assert bsd.sysctl("net.inet.carp.demotion") == 10
     if how != "directory":  # (a directory cannot be replaced by the record: still reported)
-        assert actions.status(in_process(bsd, cfg, monkeypatch))["demotion"]["problems"] == []
+        assert actions.status(in_process(bsd, cfg, monkeypatch)).demotion.problems == []
 
 
 def test_stranded_demotion_is_reported_and_reconcile_removes_it(
@@ -529,11 +527,11 @@ def test_stranded_demotion_is_reported_and_reconcile_removes_it(
     # quorum came back while the regain could not be acted on (say, a sysctl failure)
     StateDir(tmp_path / "state").write_peers(frozenset({"hB"}), tinc_up=True)
     report = actions.status(in_process(bsd, cfg, monkeypatch))
-    assert any("quorum holds" in p for p in report["demotion"]["problems"])
-    assert actions.nagios(report)[0] == 1
+    assert any("quorum holds" in p for p in report.demotion.problems)
+    assert nagios(report)[0] == 1
     actions.reconcile(in_process(bsd, cfg, monkeypatch))
     assert bsd.sysctl("net.inet.carp.demotion") == 0
-    assert actions.status(in_process(bsd, cfg, monkeypatch))["demotion"]["problems"] == []
+    assert actions.status(in_process(bsd, cfg, monkeypatch)).demotion.problems == []
 
 
 def test_a_removal_that_cannot_be_recorded_leaves_the_demotion(

@@ -128,10 +128,9 @@ def rig(tmp_path: Path, spawned: list[Callable[[], None]]) -> Iterator[Callable[
         statedir = StateDir(config.state_dir, dry_run=dry_run)
         backend = FreeBSDBackend(runner, statedir)
         config = configmod.resolve_probe(config, backend.probe_problem())
-        engine = Engine(backend, log, dry_run=dry_run,
-                        repairs=Repairs(statedir, log, dry_run=dry_run))
+        engine = Engine(backend, log, repairs=Repairs(statedir, log, dry_run=dry_run))
         ctx = Context(config=config, log=log, runner=runner, state=statedir, backend=backend,
-                      engine=engine, dry_run=dry_run, host=host)
+                      engine=engine, host=host)
         return Rig(ctx, runner, bsd, log, state, spawned)
 
     yield build

@@ -47,7 +47,7 @@ def holding_backup() -> FakeFreeBSD:
 
 def test_carp_event_master_takes(rig: Build) -> None:
     r = rig(master())
-    outcomes = actions.carp_event(r.ctx, parse_carp_event("1@tap0", "MASTER"))
+    outcomes = actions.carp_event(r.ctx, parse_carp_event("1@tap0", "MASTER")).outcomes
     assert r.runner.commands() == [TAP, VTNET, *ADD, VTNET, TAP]  # last: re-check before unlock
     assert r.bsd.addresses("vtnet0") == {OWN, V4, V6}
     assert [o.ok for o in outcomes] == [True]
@@ -73,7 +73,7 @@ def test_carp_event_acts_on_the_kernel_state_not_the_event(rig: Build) -> None:
 @pytest.mark.parametrize("subsystem", ["10@tap0", "1@tap1"])
 def test_carp_event_for_another_vhid_runs_nothing(rig: Build, subsystem: str) -> None:
     r = rig(master())
-    assert actions.carp_event(r.ctx, parse_carp_event(subsystem, "MASTER")) == []
+    assert actions.carp_event(r.ctx, parse_carp_event(subsystem, "MASTER")).outcomes == []
     assert r.runner.calls == [] and not r.state.exists()
 
 
@@ -86,7 +86,7 @@ def test_carp_event_master_without_quorum_releases(rig: Build) -> None:
 
 def test_carp_event_dry_run_prints_and_writes_nothing(rig: Build) -> None:
     r = rig(master(), dry_run=True)
-    [outcome] = actions.carp_event(r.ctx, parse_carp_event("1@tap0", "MASTER"))
+    [outcome] = actions.carp_event(r.ctx, parse_carp_event("1@tap0", "MASTER")).outcomes
     assert r.runner.echoed == [" ".join(argv) for argv in ADD]
     assert r.runner.mutations() == [] and r.bsd.addresses("vtnet0") == {OWN}
     assert outcome.ok and len(outcome.done) == 2  # what it would do, not a failure
@@ -127,7 +127,7 @@ def test_manual_hold_is_refused_on_backup_unless_forced(rig: Build) -> None:
 
 def test_manual_dry_run(rig: Build) -> None:
     r = rig(holding_backup(), dry_run=True)
-    outcome = actions.manual(r.ctx, r.ctx.config.groups[0], False, False)
+    [outcome] = actions.manual(r.ctx, r.ctx.config.groups[0], False, False).outcomes
     assert r.runner.echoed == [" ".join(argv) for argv in REMOVE]
     assert r.bsd.addresses("vtnet0") == {OWN, V4, V6} and not r.state.exists()
     assert outcome.ok and claims_a_change(r) == []
@@ -158,7 +158,7 @@ def test_tinc_up_addresses_the_vpn_configures_carp_and_releases(rig: Build) -> N
         ["ifconfig", "vtnet0", "inet", "203.0.113.10", "-alias"],  # stale: CARP is not MASTER
     ]
     assert r.runner.commands()[0] == ["sysctl", "-n", "kern.osrelease"]  # checked first
-    assert len(done) == 5
+    assert len(done.text()) == 5
     r.runner.calls.clear()
     actions.tinc_up(r.ctx, env())
     assert r.runner.mutations() == []  # a second tinc-up changes nothing
@@ -181,7 +181,8 @@ def test_tinc_up_refuses_unicast_on_13_before_any_change(rig: Build) -> None:
 
 def test_tinc_up_for_another_network_runs_nothing(rig: Build) -> None:
     r = rig(fresh_tap0())
-    assert actions.tinc_up(r.ctx, env(netname="other")) == []
+    result = actions.tinc_up(r.ctx, env(netname="other"))
+    assert result.outcomes == [] and result.lines == []
     assert r.runner.calls == []
 
 
@@ -211,11 +212,11 @@ def test_host_up_of_a_non_voter_changes_nothing(rig: Build) -> None:
 
 def test_maintenance_on_and_off(rig: Build) -> None:
     r = rig(standard_host())
-    lines = actions.maintenance_on(r.ctx, wait=0)
+    lines = actions.maintenance_on(r.ctx, wait=0).text()
     assert r.runner.mutations() == [["sysctl", "net.inet.carp.demotion=240"]]
     assert lines[0] == "demoted CARP by 240" and lines[-1].startswith("maintenance on")
     r.runner.calls.clear()
-    assert actions.maintenance_on(r.ctx, wait=0)[0].startswith("maintenance on")
+    assert actions.maintenance_on(r.ctx, wait=0).text()[0].startswith("maintenance on")
     assert r.runner.mutations() == []  # already demoted: not twice
     actions.maintenance_off(r.ctx)
     assert r.runner.mutations() == [["sysctl", "net.inet.carp.demotion=-240"]]

@@ -1,0 +1,310 @@
+"""What ``carphooks status`` reports: the typed model and its three renderings.
+
+The model (:class:`Report` and its parts) is built once by ``actions.status``; the
+JSON (``--json``), the text lines and the monitoring-plugin line (``--nagios``) are
+all rendered from it here, so a state or a verdict is decided in one place.
+:class:`AddressState` is the one spelling of what an address is on its interface.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from carphooks.config import IPInterface
+from carphooks.events import CarpState
+
+if TYPE_CHECKING:
+    from carphooks.mesh import Mesh
+
+
+class AddressState(enum.StrEnum):
+    """A floating address on its interface (the exact address, compared as such)."""
+
+    HELD = "held"  # there, with the right prefix, usable
+    ABSENT = "absent"
+    TENTATIVE = "tentative"  # IPv6 DAD running (or stuck)
+    DUPLICATED = "duplicated"  # IPv6 DAD failed: another host answers for it
+    WRONG_PREFIX = "wrong-prefix"  # the address is there with another prefix length
+
+    @property
+    def present(self) -> bool:
+        """On the interface with the right prefix (usable or not)."""
+        return self in (AddressState.HELD, AddressState.TENTATIVE, AddressState.DUPLICATED)
+
+    @property
+    def in_dad(self) -> bool:
+        """Not usable because of IPv6 duplicate address detection."""
+        return self in (AddressState.TENTATIVE, AddressState.DUPLICATED)
+
+
+class Verdict(enum.IntEnum):
+    """How healthy: the monitoring-plugin states, whose value is the plugin's exit code."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+@dataclass(frozen=True)
+class DemotionStatus:
+    """What carphooks added (None: the record is unreadable), what the kernel holds,
+    and every mismatch between the record, the kernel and the reasons now."""
+
+    added: dict[str, int] | None
+    kernel: int | None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DadStatus:
+    """Why an address is tentative or duplicated, and carphooks' repair record."""
+
+    detail: str  # what happens next, in words
+    since: float | None = None  # seconds since the trouble (or the last re-add) began
+    attempts: int | None = None  # re-adds so far
+    last: float | None = None  # seconds since the last re-add (0: none)
+
+
+@dataclass(frozen=True)
+class AddressStatus:
+    """One floating address of a group."""
+
+    address: IPInterface
+    state: AddressState
+    dad: DadStatus | None = None  # only for a tentative or duplicated address
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    """One group: CARP, the decision, each address, and what is wrong."""
+
+    name: str
+    vhid: int
+    carp_interface: str
+    external_interface: str
+    carp: CarpState
+    should_hold: bool
+    reason: str
+    addresses: tuple[AddressStatus, ...]
+    problems: tuple[str, ...] = ()  # each is CRITICAL (drift, an unusable address)
+
+    @property
+    def held(self) -> int:
+        """How many addresses are held (usable)."""
+        return sum(1 for a in self.addresses if a.state is AddressState.HELD)
+
+    @property
+    def verdict(self) -> Verdict:
+        """CRITICAL on a problem; WARNING while DAD runs on an address to hold."""
+        if self.problems:
+            return Verdict.CRITICAL
+        if self.should_hold and any(a.state is AddressState.TENTATIVE for a in self.addresses):
+            return Verdict.WARNING
+        return Verdict.OK
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What makes the group WARNING (when it is not CRITICAL)."""
+        if self.verdict is Verdict.WARNING:
+            return (f"{self.name}: tentative address (DAD running)",)
+        return ()
+
+
+@dataclass(frozen=True)
+class QuorumStatus:
+    """Votes this host sees against what a majority of ``voters`` needs."""
+
+    ok: bool
+    have: int
+    need: int
+    mode: str  # "majority" or "none"
+    reason: str
+    voters: int = 0  # tinc.nodes
+
+
+@dataclass(frozen=True)
+class LastEvent:
+    """The last event handled (from the state directory), or why it is unknown."""
+
+    source: str | None = None
+    detail: str | None = None
+    time: float | None = None
+    age: float | None = None  # seconds ago
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """The whole status of this host."""
+
+    host: str | None
+    backend: str
+    quorum: QuorumStatus
+    maintenance: bool
+    demotion: DemotionStatus
+    last_event: LastEvent | None
+    groups: tuple[GroupStatus, ...]
+    mesh: Mesh | None = None  # how each other tinc voter is reached (topology "tinc")
+
+    def problems(self, max_event_age: float | None = None) -> tuple[list[str], list[str]]:
+        """What is CRITICAL and what is WARNING, in words."""
+        crit = [f"{g.name}: {'; '.join(g.problems)}" for g in self.groups if g.problems]
+        warn = [w for g in self.groups for w in g.warnings]
+        if not self.quorum.ok:
+            warn.append(self.quorum.reason)
+        if self.maintenance:
+            warn.append("maintenance mode on")
+        warn.extend(f"demotion: {p}" for p in self.demotion.problems)
+        age = self.last_event.age if self.last_event is not None else None
+        if max_event_age is not None and age is not None and age > max_event_age:
+            warn.append(f"last event {age:.0f} s ago")
+        return crit, warn
+
+    def verdict(self, max_event_age: float | None = None) -> Verdict:
+        """The worst of the groups and the host-wide warnings."""
+        crit, warn = self.problems(max_event_age)
+        return Verdict.CRITICAL if crit else Verdict.WARNING if warn else Verdict.OK
+
+
+# -- renderings ------------------------------------------------------------------------
+
+def verdict_text(group: GroupStatus) -> str:
+    """``ok`` or the group's problems joined (the JSON ``verdict``)."""
+    return "; ".join(group.problems) or "ok"
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """Plain data for ``status --json`` (keys are stable; addresses with their prefix)."""
+    groups = []
+    for g in report.groups:
+        entry: dict[str, Any] = {
+            "name": g.name, "vhid": g.vhid, "carp_interface": g.carp_interface,
+            "external_interface": g.external_interface, "carp": g.carp.value,
+            "should_hold": g.should_hold, "reason": g.reason,
+            "addresses": {a.address.with_prefixlen: a.state.value for a in g.addresses},
+            "verdict": verdict_text(g), "level": g.verdict.name,
+        }
+        dad = {a.address.with_prefixlen: _dad_json(a) for a in g.addresses if a.dad is not None}
+        if dad:
+            entry["dad"] = dad
+        groups.append(entry)
+    q, dem = report.quorum, report.demotion
+    return {
+        "host": report.host, "backend": report.backend,
+        "demotion": {"carphooks": dem.added, "kernel": dem.kernel,
+                     "problems": list(dem.problems)},
+        "quorum": {"ok": q.ok, "have": q.have, "need": q.need, "mode": q.mode,
+                   "reason": q.reason, "voters": q.voters},
+        "maintenance": report.maintenance,
+        "last_event": _last_event_json(report.last_event),
+        "groups": groups, "level": report.verdict().name,
+        "mesh": report.mesh.as_json() if report.mesh is not None else None,
+    }
+
+
+def _dad_json(a: AddressStatus) -> dict[str, Any]:
+    assert a.dad is not None
+    out: dict[str, Any] = {"status": a.state.value, "detail": a.dad.detail}
+    if a.dad.since is not None:
+        out.update(since=a.dad.since, attempts=a.dad.attempts, last=a.dad.last)
+    return out
+
+
+def _last_event_json(last: LastEvent | None) -> dict[str, Any] | None:
+    if last is None:
+        return None
+    if last.error is not None:
+        return {"error": last.error}
+    pairs = (("source", last.source), ("detail", last.detail), ("time", last.time),
+             ("age", last.age))
+    return {k: v for k, v in pairs if v is not None}
+
+
+def text_lines(report: Report) -> list[str]:
+    """The human ``status`` output."""
+    q = report.quorum
+    lines = [f"host {report.host or '?'} ({report.backend}): {q.reason}"
+             f"{'; MAINTENANCE' if report.maintenance else ''}"]
+    for g in report.groups:
+        lines.append(f"group {g.name} (vhid {g.vhid} on {g.carp_interface}): CARP "
+                     f"{g.carp.value}, should {'hold' if g.should_hold else 'release'} "
+                     f"({g.reason}): {verdict_text(g)}")
+        for a in g.addresses:
+            note = f" ({a.dad.detail})" if a.dad is not None else ""
+            lines.append(f"  {a.address.with_prefixlen} on {g.external_interface}: "
+                         f"{a.state.value}{note}")
+    lines.extend(f"demotion: {p}" for p in report.demotion.problems)
+    if report.mesh is not None:
+        from carphooks.mesh import describe
+
+        lines.append(describe(report.mesh.as_json()))
+    last = report.last_event
+    if last is not None and last.error is not None:
+        lines.append(f"last event: unknown ({last.error})")
+    elif last is not None:
+        age = "?" if last.age is None else f"{last.age:g}"
+        lines.append(f"last event: {last.source} {last.detail} ({age} s ago)")
+    return lines
+
+
+def maintenance_line(report: Report) -> str:
+    """``maintenance status``: the flag and the demotion."""
+    added = report.demotion.added
+    mine = ("unknown (record unreadable)" if added is None
+            else ", ".join(f"{r} {v}" for r, v in sorted(added.items())) or "none")
+    kernel = "n/a" if report.demotion.kernel is None else str(report.demotion.kernel)
+    return (f"maintenance {'on' if report.maintenance else 'off'}; carphooks demotion {mine}; "
+            f"kernel demotion {kernel}")
+
+
+def perfdata(report: Report) -> str:
+    """Performance data per the monitoring-plugin guidelines: ``label=value;warn;crit;min;max``.
+
+    Per group, the held addresses (CRITICAL outside the range: all of them when it
+    should hold, none when it should release); the quorum votes (WARNING below
+    the majority) unless quorum is off.
+    """
+    items = []
+    for g in report.groups:
+        n = len(g.addresses)
+        crit = f"{n}:" if g.should_hold else "0"
+        items.append(f"{_label(g.name + '_held')}={g.held};;{crit};0;{n}")
+    q = report.quorum
+    if q.mode != "none":
+        items.append(f"quorum_votes={q.have};{q.need}:;;0;{q.voters}")
+    return " ".join(items)
+
+
+def _label(name: str) -> str:
+    """A perfdata label, quoted when it holds anything but letters, digits, ``_.-``."""
+    if all(c.isascii() and (c.isalnum() or c in "_.-") for c in name):
+        return name
+    return "'" + name.replace("'", "").replace("=", "") + "'"
+
+
+def _plain(text: str) -> str:
+    """Plugin text: one line, no ``|`` (which starts the performance data)."""
+    return " ".join(text.replace("|", "/").split())
+
+
+def nagios(report: Report, max_event_age: float | None = None) -> tuple[int, str]:
+    """One monitoring-plugin line and its exit code: 0 OK, 1 WARNING, 2 CRITICAL."""
+    crit, warn = report.problems(max_event_age)
+    verdict = report.verdict(max_event_age)
+    summary = "; ".join(f"{g.name} {g.carp.value} {g.held}/{len(g.addresses)} held"
+                        for g in report.groups) or "no groups"
+    if verdict is Verdict.OK:
+        text = f"{summary}; {report.quorum.reason}"
+    else:
+        text = f"{'; '.join(crit + warn)} ({summary})"
+    perf = perfdata(report)
+    line = f"CARPHOOKS {verdict.name} - {_plain(text)}"
+    return int(verdict), f"{line} | {perf}" if perf else line
+
+
+def unknown(message: str) -> tuple[int, str]:
+    """The plugin line when no report could be made (exit 3)."""
+    return int(Verdict.UNKNOWN), f"CARPHOOKS UNKNOWN - {_plain(message)}"
