@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from carphooks import config as configmod
-from carphooks import render
+from carphooks.setup import render
 
 HOSTS = ("hA", "hB", "hC")
 BINDIR = Path("/usr/local/bin")

@@ -140,7 +140,7 @@ def _remove(*texts: str) -> list[Change]:
 
 
 def test_keep_primary_rules() -> None:
-    from carphooks.engine import keep_primary, primary_address
+    from carphooks.runtime.engine import keep_primary, primary_address
 
     own = _iface(("203.0.113.11/24", None), ("203.0.113.10/24", None))
     assert primary_address(own) == ipaddress.ip_interface("203.0.113.11/24")

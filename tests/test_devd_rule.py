@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from setupkit import BINDIR, CONFIG_PATH, target, write_config
 
-from carphooks import check, devd, render
 from carphooks import config as configmod
+from carphooks.setup import check, devd, render
 
 OURS = "/usr/local/etc/devd/carphooks.conf"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from carphooks.errors import UsageError
-from carphooks.events import CarpState, parse_carp_event, parse_tinc_env
+from carphooks.runtime.events import CarpState, parse_carp_event, parse_tinc_env
 
 
 @pytest.mark.parametrize("subsystem, vhid, ifname", [

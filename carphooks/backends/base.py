@@ -11,8 +11,8 @@ from pathlib import Path
 from carphooks.backends.ifconfig_parse import AddrInfo, CarpInfo
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError
-from carphooks.events import CarpState
 from carphooks.runner import Runner
+from carphooks.runtime.events import CarpState
 from carphooks.state import StateDir
 
 

@@ -15,8 +15,8 @@ from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
 from carphooks.backends.ifconfig_parse import ParseError, parse_one
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError, CommandError, ConfigError
-from carphooks.events import CarpState
 from carphooks.runner import Runner
+from carphooks.runtime.events import CarpState
 from carphooks.state import StateDir
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from carphooks.config import IPInterface
-from carphooks.events import CarpState
+from carphooks.runtime.events import CarpState
 
 HEADER_RE = re.compile(r"^(?P<name>[^\s:]+):(?:\s+flags=(?P<hex>[0-9a-fA-F]+)<(?P<flags>[^>]*)>)?"
                        r"(?:.*?\bmtu (?P<mtu>\d+))?")

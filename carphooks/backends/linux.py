@@ -16,8 +16,8 @@ from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
 from carphooks.backends.ifconfig_parse import AddrInfo
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CommandError, StateError
-from carphooks.events import CarpState
 from carphooks.runner import Runner
+from carphooks.runtime.events import CarpState
 from carphooks.state import StateDir, read_regular, replace_file
 
 IF_INET6 = Path("/proc/net/if_inet6")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from carphooks.errors import CarphooksError
-from carphooks.render import MARKER, SYSLOG_FILE, Rendered, has_marker
+from carphooks.setup.render import MARKER, SYSLOG_FILE, Rendered, has_marker
 
 BACKUP_SUFFIX = ".carphooks-bak"
 _SECRET_RE = re.compile(r"(\bpass\s+)\S+?(?=[\s\"]|$)")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from carphooks.context import Context, current_quorum, in_maintenance
 from carphooks.errors import CarphooksError, StateError
+from carphooks.runtime.context import Context, current_quorum, in_maintenance
 
 DEMOTION_OID = "net.inet.carp.demotion"
 PREEMPT_OID = "net.inet.carp.preempt"

@@ -1,4 +1,4 @@
-"""Command-line entry points (click), kept thin over :mod:`carphooks.actions`.
+"""Command-line entry points (click), kept thin over :mod:`carphooks.runtime.actions`.
 
 Exit codes: 0 ok, 1 an operation failed, 2 bad arguments or environment,
 6 bad config, 7 lock not acquired in time, 128 + N stopped by signal N.
@@ -16,9 +16,9 @@ from typing import Any, NoReturn
 
 import click
 
-from carphooks import actions, runner
 from carphooks import config as configmod
-from carphooks.entry import (
+from carphooks import runner
+from carphooks.cli.hooks import (
     Options,
     check_config_path,
     check_host,
@@ -31,6 +31,7 @@ from carphooks.entry import (
     top_level,
 )
 from carphooks.errors import CarphooksError, ExitCode, Interrupted, UsageError
+from carphooks.runtime import actions
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 an operation failed; 2 bad arguments or environment; "
@@ -110,7 +111,7 @@ def run_standalone(cmd: click.Command, prog: str, args: Sequence[str] | None = N
     sys.exit(int(rv) if isinstance(rv, int) else 0)
 
 
-# -- carp-event and the tinc scripts (the fast path is carphooks.entry) -------------------
+# -- carp-event and the tinc scripts (the fast path is carphooks.cli.hooks) -------------------
 
 @click.command(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
@@ -327,7 +328,7 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
 # -- set-up commands (render, install, check): below this line ----------------------------
 
 def _render_kinds() -> tuple[str, ...]:
-    from carphooks.render import KINDS
+    from carphooks.setup.render import KINDS
 
     return tuple(KINDS)
 
@@ -356,7 +357,7 @@ def render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) -
 
 @guarded("carphooks render")
 def _render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) -> int:
-    from carphooks import render
+    from carphooks.setup import render
 
     tgt = render.target(_setup_config(opts), host=host or opts.host, bindir=bindir)
     echo(render.render(tgt, kind).text, nl=False)
@@ -385,7 +386,7 @@ def _install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | N
                  bindir: str | None) -> int:
     from pathlib import Path
 
-    from carphooks import install, render
+    from carphooks.setup import install, render
 
     config = _setup_config(opts)
     tgt = render.target(config, host=host or opts.host, bindir=bindir)
@@ -426,7 +427,7 @@ def _check_cmd(opts: Options, as_json: bool, root: str, host: str | None,
                bindir: str | None) -> int:
     from pathlib import Path
 
-    from carphooks import check
+    from carphooks.setup import check
 
     doctor = check.run(opts.config_path, root=Path(root), host=host or opts.host,
                        bindir=bindir)

@@ -2,7 +2,7 @@
 
 devd, tinc and ucarp wait for their hooks, so ``carp-event`` and the tinc scripts
 parse their few options here and import click only for ``--help`` or a usage
-error (``carphooks.cli`` defines the same commands with click; both paths call the
+error (``carphooks.cli.admin`` defines the same commands with click; both paths call the
 same functions below). Exit codes: 0 ok, 1 failed, 2 usage, 6 config, 7 lock,
 128 + N stopped by signal N (SIGHUP 129, SIGINT 130, SIGTERM 143).
 
@@ -25,7 +25,7 @@ from carphooks.errors import CarphooksError, ConfigError, ExitCode, Interrupted,
 from carphooks.log import Log
 
 if TYPE_CHECKING:  # the hot path imports the context lazily
-    from carphooks.context import Context
+    from carphooks.runtime.context import Context
 
 DEFAULT_TAG = "carphooks"
 _STDIO = ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w"))
@@ -115,7 +115,7 @@ class Options:
         Every command it runs must finish within the hook budget (plus ``extra_time``
         seconds, e.g. a wait) of the start.
         """
-        from carphooks.context import build_context
+        from carphooks.runtime.context import build_context
 
         cfg = configmod.load(self.config_path)
         log = Log(cfg.log_tag, cfg.syslog_socket, facility=cfg.syslog_facility,
@@ -199,7 +199,7 @@ def top_level(prog: str, body: Callable[[], int]) -> NoReturn:
 
 def print_outcomes(opts: Options, outcomes: Sequence[Any]) -> int:
     """Show what changed (dry-run or a terminal); the exit code for the outcomes."""
-    from carphooks.actions import outcome_lines
+    from carphooks.runtime.actions import outcome_lines
 
     if opts.dry_run or sys.stdout.isatty():
         for line in outcome_lines(outcomes):
@@ -212,7 +212,7 @@ def print_outcomes(opts: Options, outcomes: Sequence[Any]) -> int:
 @guarded("carp-event")
 def run_carp_event(opts: Options, subsystem: str, type_: str) -> int:
     """``carp-event SUBSYSTEM TYPE``."""
-    from carphooks import actions, events
+    from carphooks.runtime import actions, events
 
     event = events.parse_carp_event(subsystem, type_)
     ctx = opts.context()
@@ -233,7 +233,7 @@ def run_tinc(opts: Options, name: str) -> int:
 
 
 def _run_tinc(opts: Options, name: str) -> int:
-    from carphooks import actions, events
+    from carphooks.runtime import actions, events
 
     need_node, func = TINC_HOOKS[name]
     env = events.parse_tinc_env(os.environ, need_node=need_node)
@@ -288,7 +288,7 @@ def carp_event_main(args: Sequence[str] | None = None) -> NoReturn:
     def body() -> int:
         parsed = quick_parse(argv, 2)
         if parsed is None:
-            from carphooks.cli import carp_event_cmd, run_standalone
+            from carphooks.cli.admin import carp_event_cmd, run_standalone
 
             run_standalone(carp_event_cmd, "carp-event", argv)
         opts, (subsystem, type_) = parsed
@@ -304,7 +304,7 @@ def _tinc_main(name: str, args: Sequence[str] | None) -> NoReturn:
     def body() -> int:
         parsed = quick_parse(argv, 0)
         if parsed is None:
-            from carphooks import cli
+            from carphooks.cli import admin as cli
 
             cli.run_standalone(cli.TINC_COMMANDS[name], name, argv)
         return run_tinc(parsed[0], name)

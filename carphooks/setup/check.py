@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carphooks import config as configmod
-from carphooks import devd, render
 from carphooks.config import Config
 from carphooks.errors import CarphooksError, ConfigError
-from carphooks.install import under
-from carphooks.render import KINDS, Target
+from carphooks.setup import devd, render
+from carphooks.setup.install import under
+from carphooks.setup.render import KINDS, Target
 
 if TYPE_CHECKING:
     from carphooks.backends.base import Backend
@@ -550,8 +550,8 @@ class Doctor:
 
     def _backend(self, config: Config) -> tuple[Backend | None, str]:
         """The backend a hook would use here, and its name (or why there is none)."""
-        from carphooks import actions
         from carphooks.log import Log
+        from carphooks.runtime import actions
 
         try:
             log = Log(config.log_tag, config.syslog_socket, facility=config.syslog_facility,

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
 from carphooks.config import Group, IPInterface
-from carphooks.dad import Repairs
 from carphooks.errors import CarphooksError
 from carphooks.log import Log
+from carphooks.runtime.dad import Repairs
 
 
 @dataclass

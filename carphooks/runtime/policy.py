@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from carphooks.config import Config
-from carphooks.events import CarpState
+from carphooks.runtime.events import CarpState
 from carphooks.state import Peers
 
 

@@ -11,20 +11,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from carphooks import config as configmod
-from carphooks import demotion, detach
 from carphooks.backends.base import Interface
 from carphooks.config import Group, IPInterface
-from carphooks.context import Context as Context  # re-exported for the CLI
-from carphooks.context import build_context as build_context
-from carphooks.context import (
+from carphooks.errors import CarphooksError, LockTimeout, StateError, UsageError
+from carphooks.runtime import demotion, detach
+from carphooks.runtime.context import Context as Context  # re-exported for the CLI
+from carphooks.runtime.context import build_context as build_context
+from carphooks.runtime.context import (
     current_quorum,
     in_maintenance,
 )
-from carphooks.dad import Repairs
-from carphooks.engine import Outcome, address_status, plan
-from carphooks.errors import CarphooksError, LockTimeout, StateError, UsageError
-from carphooks.events import CarpEvent, CarpState, TincEnv, parse_carp_event, parse_tinc_env
-from carphooks.policy import Decision, Quorum, decide, quorum
+from carphooks.runtime.dad import Repairs
+from carphooks.runtime.engine import Outcome, address_status, plan
+from carphooks.runtime.events import CarpEvent, CarpState, TincEnv, parse_carp_event, parse_tinc_env
+from carphooks.runtime.policy import Decision, Quorum, decide, quorum
 from carphooks.state import Held, Peers
 
 

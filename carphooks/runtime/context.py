@@ -11,13 +11,13 @@ from carphooks import config as configmod
 from carphooks.backends import get_backend
 from carphooks.backends.base import Backend
 from carphooks.config import Config, Group, IPInterface
-from carphooks.dad import Repairs
-from carphooks.engine import Engine
 from carphooks.errors import StateError, UsageError
-from carphooks.events import CarpState
 from carphooks.log import Log
-from carphooks.policy import Quorum, quorum
 from carphooks.runner import Runner
+from carphooks.runtime.dad import Repairs
+from carphooks.runtime.engine import Engine
+from carphooks.runtime.events import CarpState
+from carphooks.runtime.policy import Quorum, quorum
 from carphooks.state import Peers, StateDir
 
 HOST_ENV = "CARPHOOKS_HOST"

@@ -124,7 +124,7 @@ class Rendered:
 # Source folders of the resource packages. setuptools' editable finder cannot map a
 # nested namespace package (carphooks.data.devd -> devd/) onto another directory, so
 # an editable install reads the templates from the source tree instead.
-_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 _SOURCE_DIRS = {_DEVD: "devd", _HOOKS: "hooks", _TPL: "templates"}
 
 
