@@ -18,8 +18,7 @@ from fakebsd.control import FakeBSD
 from setupkit import write_config as write_cluster
 
 from carphooks import config as configmod
-from carphooks.backends.base import Change, Interface
-from carphooks.backends.ifconfig_parse import AddrInfo
+from carphooks.backends.base import AddrInfo, Change, Interface
 from carphooks.errors import ConfigError
 
 FLOATING = '"198.51.100.100/24", "2001:db8:100::100/64"'

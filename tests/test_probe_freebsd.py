@@ -18,6 +18,7 @@ from fakebsd.control import FakeBSD
 
 from carphooks import config as configmod
 from carphooks.backends import announce, bpf
+from carphooks.backends.base import CarpState
 from carphooks.backends.freebsd import FreeBSDBackend
 from carphooks.errors import CarphooksError, ConfigError
 from carphooks.log import Log
@@ -25,7 +26,7 @@ from carphooks.runner import Runner
 from carphooks.runtime import actions
 from carphooks.runtime.context import Context
 from carphooks.runtime.engine import Engine
-from carphooks.runtime.events import CarpEvent, CarpState
+from carphooks.runtime.events import CarpEvent
 from carphooks.state import StateDir
 
 OUR_MAC = bytes.fromhex("589cfc000001")  # vtnet0 in the bsd fixture

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from carphooks.backends import announce
-from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
+from carphooks.backends.base import Backend, CarpState, Change, Interface, InterfaceMissing
 from carphooks.backends.ifconfig_parse import ParseError, parse_one
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError, CommandError, ConfigError
 from carphooks.runner import Runner
-from carphooks.runtime.events import CarpState
 from carphooks.state import StateDir
 
 if TYPE_CHECKING:

@@ -12,12 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from carphooks.backends import announce
-from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
-from carphooks.backends.ifconfig_parse import AddrInfo
+from carphooks.backends.base import (
+    AddrInfo,
+    Backend,
+    CarpState,
+    Change,
+    Interface,
+    InterfaceMissing,
+)
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CommandError, StateError
 from carphooks.runner import Runner
-from carphooks.runtime.events import CarpState
 from carphooks.state import StateDir, read_regular, replace_file
 
 IF_INET6 = Path("/proc/net/if_inet6")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from carphooks import config as configmod
-from carphooks.backends.base import Interface
+from carphooks.backends.base import CarpState, Interface
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError, LockTimeout, StateError, UsageError
 from carphooks.runtime import demotion, detach
@@ -23,7 +23,7 @@ from carphooks.runtime.context import (
 )
 from carphooks.runtime.dad import Repairs
 from carphooks.runtime.engine import Outcome, address_status, plan
-from carphooks.runtime.events import CarpEvent, CarpState, TincEnv, parse_carp_event, parse_tinc_env
+from carphooks.runtime.events import CarpEvent, TincEnv, parse_carp_event, parse_tinc_env
 from carphooks.runtime.policy import Decision, Quorum, decide, quorum
 from carphooks.state import Held, Peers
 

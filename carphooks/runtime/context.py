@@ -9,14 +9,13 @@ from typing import Any
 
 from carphooks import config as configmod
 from carphooks.backends import get_backend
-from carphooks.backends.base import Backend
+from carphooks.backends.base import Backend, CarpState
 from carphooks.config import Config, Group, IPInterface
 from carphooks.errors import StateError, UsageError
 from carphooks.log import Log
 from carphooks.runner import Runner
 from carphooks.runtime.dad import Repairs
 from carphooks.runtime.engine import Engine
-from carphooks.runtime.events import CarpState
 from carphooks.runtime.policy import Quorum, quorum
 from carphooks.state import Peers, StateDir
 
