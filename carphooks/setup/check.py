@@ -550,13 +550,14 @@ class Doctor:
 
     def _backend(self, config: Config) -> tuple[Backend | None, str]:
         """The backend a hook would use here, and its name (or why there is none)."""
-        from carphooks.log import Log
-        from carphooks.runtime import actions
+        from carphooks.backends import get_backend
+        from carphooks.runner import Runner
+        from carphooks.state import StateDir
 
-        try:
-            log = Log(config.log_tag, config.syslog_socket, facility=config.syslog_facility,
-                      mirror=False)
-            backend = actions.build_context(config, log).backend
+        try:  # reads only: the state directory is opened read-only (never created)
+            backend = get_backend(config.backend, Runner(), StateDir(config.state_dir,
+                                                                     dry_run=True),
+                                  config.demotion_file)
         except CarphooksError as exc:
             return None, f"(unavailable: {exc})"
         return backend, backend.name
