@@ -108,11 +108,6 @@ class Backend(abc.ABC):
         """Whether CARP demotion (net.inet.carp.demotion or its stand-in) works here."""
         return False
 
-    @classmethod
-    @abc.abstractmethod
-    def is_supported(cls) -> bool:
-        """Whether this backend can run on this machine."""
-
     @abc.abstractmethod
     def read(self, ifname: str) -> Interface:
         """Read an interface once (raise InterfaceMissing when absent)."""

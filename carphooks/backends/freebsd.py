@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,10 +66,6 @@ class FreeBSDBackend(Backend):
     @property
     def supports_demotion(self) -> bool:
         return True
-
-    @classmethod
-    def is_supported(cls) -> bool:
-        return sys.platform.startswith("freebsd")
 
     def read(self, ifname: str) -> Interface:
         result = self.runner.run(["ifconfig", ifname], mutating=False, check=False)

@@ -7,7 +7,6 @@ it through the adapters in ``hooks/``).
 from __future__ import annotations
 
 import ipaddress
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,10 +63,6 @@ class LinuxBackend(Backend):
     name = "linux"
     reads_carp_interface = False
     supports_probe = True
-
-    @classmethod
-    def is_supported(cls) -> bool:
-        return sys.platform.startswith("linux")
 
     def read(self, ifname: str) -> Interface:
         import netifaces

@@ -20,7 +20,7 @@ from carphooks import config as configmod
 from carphooks.config import Config
 from carphooks.errors import CarphooksError, ConfigError
 from carphooks.setup import devd, render
-from carphooks.setup.install import under
+from carphooks.setup.devd import under
 from carphooks.setup.render import KINDS, Target
 
 if TYPE_CHECKING:
@@ -188,13 +188,8 @@ class Doctor:
 
     def check_quorum(self, config: Config) -> None:
         voters = len(config.voters)
-        if config.topology == "unicast" and config.quorum == "majority":
-            self.add("quorum", FAIL, "topology \"unicast\" has no tinc host-up/host-down to "
-                     "count votes, so quorum = \"majority\" never holds and no host ever takes "
-                     "the floating addresses",
-                     "set quorum = \"none\" (and accept the split-brain risk) or use topology "
-                     "= \"tinc\"")
-        elif config.quorum == "none" and voters == 2:
+        # (topology "unicast" with quorum "majority" is a ConfigError: config.load refuses it)
+        if config.quorum == "none" and voters == 2:
             self.add("quorum", WARN, "2-node cluster with quorum = \"none\": when the two "
                      "cannot hear each other both become MASTER and both hold the address",
                      "add a small third tinc node as a witness (tinc.witnesses) and set "
@@ -462,7 +457,7 @@ class Doctor:
             text = ""  # no rc.conf (or none to read): nothing can clash
         if text:
             clashes = sorted({g.carp_interface for g in config.groups
-                              if f"ifconfig_{_rcname(g.carp_interface)}_alias" in text})
+                              if f"ifconfig_{render.rc_name(g.carp_interface)}_alias" in text})
             if clashes:
                 self.add("rc.conf aliases", WARN, "/etc/rc.conf also sets ifconfig_IF_aliasN "
                          f"for {', '.join(clashes)}; /etc/rc.conf.d/netif overrides the same "
@@ -629,10 +624,6 @@ def _first_line(path: Path) -> str:
 def _fix_from(exc: ConfigError, default: str) -> str:
     text = str(exc)
     return text.split("; run: ", 1)[1] if "; run: " in text else default
-
-
-def _rcname(ifname: str) -> str:
-    return "".join("_" if c in ".-/+" else c for c in ifname)
 
 
 def _netifaces() -> list[str]:
