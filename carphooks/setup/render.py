@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from carphooks import config as configmod
 from carphooks.config import Config, Group
 from carphooks.errors import CarphooksError, UsageError
 
@@ -158,23 +159,19 @@ def known_hosts(config: Config) -> list[str]:
 def resolve_host(config: Config, explicit: str | None = None, *,
                  environ: Mapping[str, str] | None = None,
                  hostname: str | None = None) -> str:
-    """This host's node name: ``--host``, then tinc's ``$NAME``, ``$CARPHOOKS_HOST``,
-    then the short hostname; it must be a host of the config."""
+    """This host's node name in :func:`config.host_candidates`' order (tinc's NAME from
+    ``$NAME``); an explicit one must be a host of the config, others are skipped if not."""
     env = os.environ if environ is None else environ
     names = known_hosts(config)
     listing = ", ".join(names) or "none"
-    if explicit:
-        if explicit not in names:
-            raise UsageError(f"host {explicit!r} is not in tinc.nodes, tinc.witnesses or "
-                             f"[hosts] of {config.path} (hosts: {listing})")
-        return explicit
-    for var in ("NAME", "CARPHOOKS_HOST"):
-        value = env.get(var)
-        if value and value in names:
-            return value
+    if explicit and explicit not in names:
+        raise UsageError(f"host {explicit!r} is not in tinc.nodes, tinc.witnesses or "
+                         f"[hosts] of {config.path} (hosts: {listing})")
     short = (hostname if hostname is not None else socket.gethostname()).split(".")[0]
-    if short in names:
-        return short
+    for _source, name in configmod.host_candidates(explicit, env, lambda: env.get("NAME"),
+                                                   short):
+        if name in names:
+            return name
     raise UsageError(f"cannot tell which host this is (hostname {short!r} is not one of "
                      f"{listing}): pass --host NAME")
 
