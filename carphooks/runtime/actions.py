@@ -159,7 +159,7 @@ def watch_dad(ctx: Context, groups: Sequence[Group],
               window: float = DAD_WATCH) -> list[tuple[str, list[IPInterface]]]:
     """Follow IPv6 DAD of groups just taken; re-add a duplicated address once due.
 
-    FreeBSD does not retry DAD (carphooks/dad.py). At a failback the old master often
+    FreeBSD does not retry DAD (carphooks/runtime/dad.py). At a failback the old master often
     still holds the address for a moment, so the new master's copy ends duplicated;
     once the old master let go, a remove + add runs DAD again and the address
     becomes usable. Attempts are spaced by the recorded backoff, so a host that keeps

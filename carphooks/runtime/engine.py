@@ -55,7 +55,7 @@ def plan(group: Group, hold: bool, current: Interface,
     """The changes that bring ``current`` to the desired state (exact comparison).
 
     ``readd``: held addresses to remove and add again (an IPv6 address that is
-    duplicated or stuck tentative, see carphooks/dad.py); the add runs only after
+    duplicated or stuck tentative, see carphooks/runtime/dad.py); the add runs only after
     its remove succeeded.
     """
     changes: list[Change] = []
