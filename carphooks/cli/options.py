@@ -72,9 +72,9 @@ GLOBAL_OPTIONS = (
     Opt(("--dry-run", "-n"), "dry_run",
         "Print the exact commands that would change state; change nothing."),
 )
-HOST_OPTION = Opt(("--host",), "host", "This host's tinc node name (default: tinc NAME "
-                  "recorded by tinc-up, then the hostname).", metavar="NAME",
-                  check=check_host)
+HOST_OPTION = Opt(("--host",), "host", "This host's tinc node name (default: "
+                  "$CARPHOOKS_HOST, the tinc NAME recorded by tinc-up, then the hostname).",
+                  metavar="NAME", check=check_host)
 HELP_FLAGS = ("-h", "--help")
 
 
