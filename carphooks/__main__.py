@@ -1,5 +1,5 @@
 """``python -m carphooks``."""
 
-from carphooks.cli import main
+from carphooks.cli.admin import main
 
 main()

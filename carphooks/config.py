@@ -11,7 +11,7 @@ import re
 import stat
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_CONFIG = Path("/usr/local/etc/carphooks.toml")
 CONFIG_ENV = "CARPHOOKS_CONFIG"
+HOST_ENV = "CARPHOOKS_HOST"
 
 # Interface names: what FreeBSD and Linux allow in practice, never starting with '-' (argv safety).
 IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
@@ -210,6 +211,23 @@ def password_problem(value: str) -> str | None:
         return ("is an address-family word (inet, inet6, link, ether), which rc.conf's "
                 "network.subr splits an alias list on" + hidden)
     return None
+
+
+def host_candidates(explicit: str | None, environ: Mapping[str, str],
+                    tinc_name: Callable[[], str | None], hostname: str,
+                    ) -> Iterator[tuple[str, str]]:
+    """Where this host's tinc node name comes from, in the one order every command uses:
+    ``--host``, ``$CARPHOOKS_HOST``, tinc's NAME (``tinc_name()``, asked only when
+    reached), the short hostname. Yields (source, name); each caller says which it takes."""
+    for source, value in (("--host", explicit), (HOST_ENV, environ.get(HOST_ENV))):
+        if value:
+            yield source, value
+    name = tinc_name()
+    if name:
+        yield "tinc NAME", name
+    short = hostname.split(".")[0]
+    if short:
+        yield "hostname", short
 
 
 def locate(explicit: str | os.PathLike[str] | None) -> Path:

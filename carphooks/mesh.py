@@ -28,13 +28,10 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from carphooks.errors import CarphooksError
 from carphooks.runner import Runner
-
-if TYPE_CHECKING:
-    from carphooks.context import Context
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_PORT = 655  # tinc's default Port (doc/tinc.conf.5.in)
@@ -379,25 +376,6 @@ def mesh(tinc_dir: Path, host: str | None, voters: Sequence[str],
         else:
             result.voters.append(Voter(name, name in reach, False))
     return result
-
-
-def observe(ctx: Context) -> Mesh:
-    """This host's view of every other voter (read-only: one listing command)."""
-    from carphooks.context import current_peers, resolve_host
-
-    if ctx.host is None:
-        ctx.host = resolve_host(ctx)
-    if not [v for v in ctx.config.voters if v != ctx.host]:
-        return Mesh(host=ctx.host)
-    peers = current_peers(ctx)
-    reachable = peers.reachable if peers.tinc_up else frozenset()
-    conns: list[TcpConn] | None
-    error = None
-    try:
-        conns = list_connections(ctx.runner, ctx.backend.name)
-    except MeshError as exc:
-        conns, error = None, str(exc)
-    return mesh(ctx.config.tinc_dir, ctx.host, ctx.config.voters, reachable, conns, error)
 
 
 def describe(report: Mapping[str, Any]) -> str:

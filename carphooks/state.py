@@ -10,7 +10,7 @@ Files (all 0600 in a 0700 directory):
 - ``demotion.json``: exactly what carphooks added to ``net.inet.carp.demotion``, by reason.
 - ``self.json``: this host's tinc node name, as tinc-up saw it.
 - ``probe-GROUP.json``: a detached ARP prober is running for GROUP (until a deadline).
-- ``dad.json``: IPv6 addresses re-added after failed DAD, and when (carphooks/dad.py).
+- ``dad.json``: IPv6 addresses re-added after failed DAD, and when (carphooks/runtime/dad.py).
 - ``pending-*.json``: a hook event that timed out on the lock, left for the lock holder.
 
 Trust (the hooks run as root): the directory is carphooks' own. It is created 0700 when

@@ -97,8 +97,8 @@ def rendered_tinc_conf(config_path: Path, host: str) -> str:
     TINC_OVERRIDES replacing or following the rendered lines."""
     try:
         from carphooks import config as configmod
-        from carphooks import render
         from carphooks.errors import CarphooksError
+        from carphooks.setup import render
     except ImportError as exc:
         raise LabError(f"carphooks is not importable ({exc}): run the lab with the venv's "
                        "python") from None

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from carphooks import config as configmod
-from carphooks import render
+from carphooks.setup import render
 
 HOSTS = ("hA", "hB", "hC")
 RENDER_BINDIR = Path("/usr/local/bin")

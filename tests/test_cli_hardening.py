@@ -32,10 +32,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_runner_hardening import alive, gone_within
 
-from carphooks import actions, cli
+from carphooks.cli import admin as cli
+from carphooks.cli.hooks import Options
 from carphooks.config import IFNAME_RE, NODE_RE
-from carphooks.entry import Options
-from carphooks.events import parse_tinc_env
+from carphooks.runtime import actions
+from carphooks.runtime.events import parse_tinc_env
 from carphooks.state import StateDir
 
 V4 = "203.0.113.10/24"

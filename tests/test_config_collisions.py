@@ -18,8 +18,7 @@ from fakebsd.control import FakeBSD
 from setupkit import write_cluster
 
 from carphooks import config as configmod
-from carphooks.backends.base import Change, Interface
-from carphooks.backends.ifconfig_parse import AddrInfo
+from carphooks.backends.base import AddrInfo, Change, Interface
 from carphooks.errors import ConfigError
 
 FLOATING = '"198.51.100.100/24", "2001:db8:100::100/64"'
@@ -140,7 +139,7 @@ def _remove(*texts: str) -> list[Change]:
 
 
 def test_keep_primary_rules() -> None:
-    from carphooks.engine import keep_primary, primary_address
+    from carphooks.runtime.engine import keep_primary, primary_address
 
     own = _iface(("203.0.113.11/24", None), ("203.0.113.10/24", None))
     assert primary_address(own) == ipaddress.ip_interface("203.0.113.11/24")

@@ -20,8 +20,8 @@ import pytest
 from conftest import SyslogServer, mutating, run_script
 from fakebsd.control import FakeBSD
 
-from carphooks.dad import FIRST_RETRY, STUCK_AFTER, Repairs, backoff
 from carphooks.log import Log
+from carphooks.runtime.dad import FIRST_RETRY, STUCK_AFTER, Repairs, backoff
 from carphooks.state import StateDir
 
 V4 = "203.0.113.10/24"

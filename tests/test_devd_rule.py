@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from setupkit import CONFIG_PATH, RENDER_BINDIR, target, write_cluster
 
-from carphooks import check, devd, render
 from carphooks import config as configmod
+from carphooks.setup import check, devd, render
 
 OURS = "/usr/local/etc/devd/carphooks.conf"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from carphooks.backends.base import CarpState
 from carphooks.errors import UsageError
-from carphooks.events import CarpState, parse_carp_event, parse_tinc_env
+from carphooks.runtime.events import parse_carp_event, parse_tinc_env
 
 
 @pytest.mark.parametrize("subsystem, vhid, ifname", [

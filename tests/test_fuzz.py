@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from carphooks import config as configmod
 from carphooks.errors import CarphooksError, UsageError
-from carphooks.events import parse_carp_event, parse_tinc_env
+from carphooks.runtime.events import parse_carp_event, parse_tinc_env
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                max_size=40)

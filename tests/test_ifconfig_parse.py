@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from carphooks.backends.base import CarpState
 from carphooks.backends.ifconfig_parse import ParseError, parse_all, parse_one
-from carphooks.events import CarpState
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ifconfig"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.txt"))

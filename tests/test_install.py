@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 from setupkit import write_cluster
 
-from carphooks import check, cli, install, render
 from carphooks import config as configmod
+from carphooks.cli import admin as cli
+from carphooks.setup import check, install, render
 
 try:
     from fakebsd import control as fakebsd_control

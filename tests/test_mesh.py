@@ -12,8 +12,9 @@ from conftest import FakeBSD, SyslogServer, run_script, write_config
 from fakebsd import fakebsd_sockstat as fake_sockstat
 from setupkit import target, write_cluster
 
-from carphooks import check, mesh, render
 from carphooks import config as configmod
+from carphooks import mesh
+from carphooks.setup import check, render
 from carphooks.state import StateDir
 
 HOSTS = {"hA": "198.51.100.11", "hB": "198.51.100.12", "hC": "198.51.100.13"}

@@ -22,9 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from setupkit import write_cluster
 
-from carphooks import check
 from carphooks import config as configmod
 from carphooks.errors import ConfigError
+from carphooks.setup import check
 
 SAMPLE = Path(__file__).resolve().parent.parent / "carphooks.toml.sample"
 V4 = "203.0.113.10/24"

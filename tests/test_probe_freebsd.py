@@ -16,16 +16,17 @@ from conftest import BASE_CONFIG, SyslogServer, addrs, write_config
 from fakebsd.bpf import FakeBpf
 from fakebsd.control import FakeBSD
 
-from carphooks import actions
 from carphooks import config as configmod
 from carphooks.backends import announce, bpf
+from carphooks.backends.base import CarpState
 from carphooks.backends.freebsd import FreeBSDBackend
-from carphooks.context import Context
-from carphooks.engine import Engine
 from carphooks.errors import CarphooksError, ConfigError
-from carphooks.events import CarpEvent, CarpState
 from carphooks.log import Log
 from carphooks.runner import Runner
+from carphooks.runtime import actions
+from carphooks.runtime.context import Context
+from carphooks.runtime.engine import Engine
+from carphooks.runtime.events import CarpEvent
 from carphooks.state import StateDir
 
 OUR_MAC = bytes.fromhex("589cfc000001")  # vtnet0 in the bsd fixture

@@ -19,9 +19,10 @@ import pytest
 from click.testing import CliRunner
 from setupkit import CONFIG_PATH, HOSTS, RENDER_BINDIR, target, write_cluster
 
-from carphooks import cli, devd, render
 from carphooks import config as configmod
+from carphooks.cli import admin as cli
 from carphooks.errors import ConfigError, UsageError
+from carphooks.setup import devd, render
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 REGEN = os.environ.get("CARPHOOKS_REGEN_GOLDEN") == "1"

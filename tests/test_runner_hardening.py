@@ -210,7 +210,7 @@ def test_a_deadline_bounds_all_commands_together() -> None:
 
 
 def test_hooks_and_commands_get_a_deadline(config: Path) -> None:
-    from carphooks.entry import Options
+    from carphooks.cli.hooks import Options
     from carphooks.runner import hook_budget
 
     before = time.monotonic()

@@ -23,12 +23,12 @@ from conftest import BASE_CONFIG, BINDIR, FakeBSD, addrs, run_script, write_conf
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from carphooks import actions, demotion
 from carphooks import config as configmod
 from carphooks.errors import StateError
 from carphooks.log import Log
+from carphooks.runtime import actions, demotion
+from carphooks.runtime.status import nagios
 from carphooks.state import StateDir
-from carphooks.status import nagios
 
 V4 = "203.0.113.10/24"
 V6 = "2001:db8:10::10/64"

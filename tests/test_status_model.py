@@ -21,14 +21,14 @@ from conftest import (
     write_config,
 )
 
-from carphooks import actions
 from carphooks import config as configmod
-from carphooks import status as model
-from carphooks.context import current_quorum
-from carphooks.engine import address_status
-from carphooks.events import CarpEvent, CarpState, TincEnv
 from carphooks.log import Log
-from carphooks.status import (
+from carphooks.runtime import actions
+from carphooks.runtime import status as model
+from carphooks.runtime.context import current_quorum
+from carphooks.runtime.engine import address_status
+from carphooks.runtime.events import CarpEvent, CarpState, TincEnv
+from carphooks.runtime.status import (
     AddressState,
     AddressStatus,
     DadStatus,

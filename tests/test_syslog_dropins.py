@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from setupkit import write_cluster
 
-from carphooks import check, install, render
 from carphooks import config as configmod
+from carphooks.setup import check, install, render
 
 BINDIR = Path(sys.executable).parent
 SYSLOG_D = "usr/local/etc/syslog.d/carphooks.conf"

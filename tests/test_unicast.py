@@ -17,8 +17,8 @@ import pytest
 from conftest import BASE_CONFIG, Run, SyslogServer, mutating, run_script, write_config
 from fakebsd.control import FakeBSD
 
-from carphooks import check
 from carphooks.backends import freebsd
+from carphooks.setup import check
 
 TINC_ENV = {"NETNAME": "carp", "NAME": "hA", "DEVICE": "/dev/tap0", "INTERFACE": "tap0"}
 PEER = "192.0.2.12"

@@ -1,19 +1,61 @@
-"""What every OS backend provides; the engine and actions use only this."""
+"""What every OS backend provides (and the types they share); the engine and actions
+use only this."""
 
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
-from carphooks.backends.ifconfig_parse import AddrInfo, CarpInfo
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError
-from carphooks.events import CarpState
 from carphooks.runner import Runner
 from carphooks.state import StateDir
+
+
+class CarpState(enum.Enum):
+    """A CARP vhid's state as the kernel (or a userland CARP) reports it."""
+
+    INIT = "INIT"
+    BACKUP = "BACKUP"
+    MASTER = "MASTER"
+
+    @classmethod
+    def parse(cls, text: str) -> CarpState:
+        """Parse a state word in any case; raise ValueError otherwise."""
+        try:
+            return cls(text.upper())
+        except ValueError:
+            raise ValueError(f"{text!r} is not MASTER, BACKUP or INIT") from None
+
+
+@dataclass(frozen=True)
+class AddrInfo:
+    """One address line."""
+
+    iface: IPInterface
+    vhid: int | None = None
+    flags: frozenset[str] = frozenset()
+    scope: str | None = None
+    dest: str | None = None
+
+
+@dataclass(frozen=True)
+class CarpInfo:
+    """One ``carp:`` (CARP) or ``vrrp:`` (VRRPv3) status entry."""
+
+    vhid: int
+    state: CarpState
+    advbase: int | None = None
+    advskew: int | None = None
+    peer: str | None = None
+    peer6: str | None = None
+    version: int = 2
+    prio: int | None = None
+    interval: int | None = None
 
 
 class InterfaceMissing(CarphooksError):
@@ -65,11 +107,6 @@ class Backend(abc.ABC):
     def supports_demotion(self) -> bool:
         """Whether CARP demotion (net.inet.carp.demotion or its stand-in) works here."""
         return False
-
-    @classmethod
-    @abc.abstractmethod
-    def is_supported(cls) -> bool:
-        """Whether this backend can run on this machine."""
 
     @abc.abstractmethod
     def read(self, ifname: str) -> Interface:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from carphooks.backends import announce
-from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
+from carphooks.backends.base import Backend, CarpState, Change, Interface, InterfaceMissing
 from carphooks.backends.ifconfig_parse import ParseError, parse_one
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError, CommandError, ConfigError
-from carphooks.events import CarpState
 from carphooks.runner import Runner
 from carphooks.state import StateDir
 
@@ -68,10 +66,6 @@ class FreeBSDBackend(Backend):
     @property
     def supports_demotion(self) -> bool:
         return True
-
-    @classmethod
-    def is_supported(cls) -> bool:
-        return sys.platform.startswith("freebsd")
 
     def read(self, ifname: str) -> Interface:
         result = self.runner.run(["ifconfig", ifname], mutating=False, check=False)

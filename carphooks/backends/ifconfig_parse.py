@@ -10,39 +10,12 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from carphooks.config import IPInterface
-from carphooks.events import CarpState
+from carphooks.backends.base import AddrInfo, CarpInfo, CarpState
 
 HEADER_RE = re.compile(r"^(?P<name>[^\s:]+):(?:\s+flags=(?P<hex>[0-9a-fA-F]+)<(?P<flags>[^>]*)>)?"
                        r"(?:.*?\bmtu (?P<mtu>\d+))?")
 INET6_FLAGS = ("anycast", "tentative", "duplicated", "detached", "deprecated", "autoconf",
                "temporary", "prefer_source")
-
-
-@dataclass(frozen=True)
-class AddrInfo:
-    """One address line."""
-
-    iface: IPInterface
-    vhid: int | None = None
-    flags: frozenset[str] = frozenset()
-    scope: str | None = None
-    dest: str | None = None
-
-
-@dataclass(frozen=True)
-class CarpInfo:
-    """One ``carp:`` (CARP) or ``vrrp:`` (VRRPv3) status entry."""
-
-    vhid: int
-    state: CarpState
-    advbase: int | None = None
-    advskew: int | None = None
-    peer: str | None = None
-    peer6: str | None = None
-    version: int = 2
-    prio: int | None = None
-    interval: int | None = None
 
 
 @dataclass

@@ -7,16 +7,20 @@ it through the adapters in ``hooks/``).
 from __future__ import annotations
 
 import ipaddress
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from carphooks.backends import announce
-from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
-from carphooks.backends.ifconfig_parse import AddrInfo
+from carphooks.backends.base import (
+    AddrInfo,
+    Backend,
+    CarpState,
+    Change,
+    Interface,
+    InterfaceMissing,
+)
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CommandError, StateError
-from carphooks.events import CarpState
 from carphooks.runner import Runner
 from carphooks.state import StateDir, read_regular, replace_file
 
@@ -59,10 +63,6 @@ class LinuxBackend(Backend):
     name = "linux"
     reads_carp_interface = False
     supports_probe = True
-
-    @classmethod
-    def is_supported(cls) -> bool:
-        return sys.platform.startswith("linux")
 
     def read(self, ifname: str) -> Interface:
         import netifaces

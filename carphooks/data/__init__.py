@@ -2,5 +2,5 @@
 
 ``carphooks.data.devd`` is ``devd/``, ``carphooks.data.hooks`` is ``hooks/`` and
 ``carphooks.data.templates`` is ``templates/`` (see ``[tool.setuptools.package-dir]``
-in pyproject.toml); :mod:`carphooks.render` reads them with importlib.resources.
+in pyproject.toml); :mod:`carphooks.setup.render` reads them with importlib.resources.
 """

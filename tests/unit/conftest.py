@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from carphooks import config as configmod
-from carphooks import detach
 from carphooks.backends.freebsd import FreeBSDBackend
-from carphooks.context import Context
-from carphooks.dad import Repairs
-from carphooks.engine import Engine
 from carphooks.log import Log
+from carphooks.runtime import detach
+from carphooks.runtime.context import Context
+from carphooks.runtime.dad import Repairs
+from carphooks.runtime.engine import Engine
 from carphooks.state import StateDir
 
 from .fakerunner import FakeFreeBSD, FakeRunner

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from carphooks import actions
 from carphooks.errors import CarphooksError, ConfigError, UsageError
-from carphooks.events import TincEnv, parse_carp_event
+from carphooks.runtime import actions
+from carphooks.runtime.events import TincEnv, parse_carp_event
 
 from .conftest import Rig, standard_host
 from .fakerunner import FakeFreeBSD

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from carphooks.errors import ConfigError, UsageError
-from carphooks.events import parse_carp_event, parse_tinc_env
+from carphooks.runtime.events import parse_carp_event, parse_tinc_env
 
 from .conftest import CLUSTER, load_config
 

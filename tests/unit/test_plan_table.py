@@ -11,7 +11,7 @@ from carphooks.backends.base import Change, Interface
 from carphooks.backends.freebsd import FreeBSDBackend
 from carphooks.backends.ifconfig_parse import AddrInfo
 from carphooks.config import CarpParams, Group
-from carphooks.engine import Engine, address_status, keep_primary, plan, primary_address
+from carphooks.runtime.engine import Engine, address_status, keep_primary, plan, primary_address
 from carphooks.state import StateDir
 
 from .conftest import RecordingLog

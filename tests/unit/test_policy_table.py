@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from carphooks.events import CarpState
-from carphooks.policy import Quorum, decide, quorum
+from carphooks.runtime.events import CarpState
+from carphooks.runtime.policy import Quorum, decide, quorum
 from carphooks.state import Peers
 
 from .conftest import load_config

@@ -14,9 +14,9 @@ kernel holds. ``status`` reports every mismatch; ``repair`` (reconcile) fixes th
 
 from __future__ import annotations
 
-from carphooks.context import Context, current_quorum, in_maintenance
 from carphooks.errors import CarphooksError, StateError
-from carphooks.status import DemotionStatus as DemotionStatus  # the status model's
+from carphooks.runtime.context import Context, current_quorum, in_maintenance
+from carphooks.runtime.status import DemotionStatus as DemotionStatus  # the status model's
 
 DEMOTION_OID = "net.inet.carp.demotion"
 PREEMPT_OID = "net.inet.carp.preempt"

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from carphooks.config import IPInterface
 from carphooks.errors import StateError
 from carphooks.log import Log
+from carphooks.runtime.status import AddressState
 from carphooks.state import StateDir
-from carphooks.status import AddressState
 
 FILE = "dad.json"
 FIRST_RETRY = 2.0  # seconds after the first re-add before the next one

@@ -24,10 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from carphooks.errors import CarphooksError
-from carphooks.render import MARKER, SYSLOG_FILE, Rendered, has_marker
+from carphooks.runner import REDACTED, SECRET_FLAGS
+from carphooks.setup.devd import under
+from carphooks.setup.render import MARKER, SYSLOG_FILE, Rendered, has_marker
 
 BACKUP_SUFFIX = ".carphooks-bak"
-_SECRET_RE = re.compile(r"(\bpass\s+)\S+?(?=[\s\"]|$)")
+# the words runner.redact hides in argv, hidden the same way in text (rc.conf lines)
+_SECRET_RE = re.compile(r"(\b(?:" + "|".join(map(re.escape, sorted(SECRET_FLAGS)))
+                        + r")\s+)\S+?(?=[\s\"]|$)")
 
 
 class InstallRefused(CarphooksError):
@@ -59,14 +63,9 @@ class Report:
         return [p for p in self.planned if p.action != "unchanged"]
 
 
-def under(root: Path, absolute: str) -> Path:
-    """``absolute`` inside the tree at ``root``."""
-    return root / absolute.lstrip("/")
-
-
 def redact(text: str) -> str:
     """Hide CARP passwords (``pass SECRET``) in text shown on screen."""
-    return _SECRET_RE.sub(lambda m: m.group(1) + "********", text)
+    return _SECRET_RE.sub(lambda m: m.group(1) + REDACTED, text)
 
 
 def plan(files: list[Rendered], root: Path, *, force: bool = False) -> list[Planned]:

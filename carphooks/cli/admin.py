@@ -1,7 +1,10 @@
-"""Command-line entry points (click), kept thin over :mod:`carphooks.actions`.
+"""The ``carphooks`` admin command (click), kept thin over the runtime and setup/.
 
-Exit codes: 0 ok, 1 an operation failed, 2 bad arguments or environment,
-6 bad config, 7 lock not acquired in time, 128 + N stopped by signal N.
+Its global options come from :data:`carphooks.cli.options.GLOBAL_OPTIONS` (the hooks
+parse the same table without click); every command's errors leave through
+:func:`carphooks.cli.options.exit_code`. Exit codes: 0 ok, 1 an operation failed,
+2 bad arguments or environment, 6 bad config, 7 lock not acquired in time, 128 + N
+stopped by signal N.
 """
 
 from __future__ import annotations
@@ -16,28 +19,25 @@ from typing import Any, NoReturn
 
 import click
 
-from carphooks import actions, runner
 from carphooks import config as configmod
-from carphooks import status as model
-from carphooks.entry import (
+from carphooks.cli.hooks import run_carp_event
+from carphooks.cli.options import (
+    EXIT_CODES_HELP,
+    GLOBAL_OPTIONS,
+    HOST_OPTION,
+    Opt,
     Options,
-    check_config_path,
     check_host,
     echo,
-    guarded,
+    exit_code,
     prepare_process,
-    run_carp_event,
-    run_tinc,
-    stop,
     top_level,
 )
 from carphooks.errors import CarphooksError, ExitCode, Interrupted, UsageError
+from carphooks.runtime import actions
+from carphooks.runtime import status as model
 
-EXIT_CODES_HELP = (
-    "Exit codes: 0 ok; 1 an operation failed; 2 bad arguments or environment; "
-    "6 bad config; 7 lock not acquired in time; 128+N stopped by signal N."
-)
-__all__ = ["Options", "cli", "guarded", "main"]
+__all__ = ["cli", "main"]
 
 
 class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic only in click 8.2+
@@ -71,15 +71,18 @@ def _usage(check: Callable[[Any], Any]) -> Callable[[click.Context, click.Parame
     return callback
 
 
+def click_option(opt: Opt) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A click option from an entry of the option table."""
+    if opt.metavar is None:
+        return click.option(*opt.flags, opt.dest, is_flag=True, help=opt.help)
+    return click.option(*opt.flags, opt.dest, metavar=opt.metavar, envvar=opt.envvar,
+                        callback=_usage(opt.check) if opt.check else None, help=opt.help)
+
+
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--config, -v and --dry-run for every entry point."""
-    fn = click.option("--dry-run", "-n", is_flag=True,
-                      help="Print the exact commands that would change state; change nothing.")(fn)
-    fn = click.option("--verbose", "-v", is_flag=True, help="Mirror log lines to stderr.")(fn)
-    fn = click.option("--config", "-c", "config", metavar="PATH", envvar="CARPHOOKS_CONFIG",
-                      callback=_usage(check_config_path),
-                      help="Config file (default /usr/local/etc/carphooks.toml; "
-                           "env CARPHOOKS_CONFIG).")(fn)
+    """The global options (:data:`GLOBAL_OPTIONS`), in the table's order."""
+    for opt in reversed(GLOBAL_OPTIONS):
+        fn = click_option(opt)(fn)
     return fn
 
 
@@ -111,51 +114,26 @@ def run_standalone(cmd: click.Command, prog: str, args: Sequence[str] | None = N
     sys.exit(int(rv) if isinstance(rv, int) else 0)
 
 
-# -- carp-event and the tinc scripts (the fast path is carphooks.entry) -------------------
-
-@click.command(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@common_options
-@click.argument("subsystem")
-@click.argument("type_", metavar="TYPE")
-def carp_event_cmd(config: str | None, verbose: bool, dry_run: bool, subsystem: str,
-                   type_: str) -> int:
-    """Handle a devd CARP event: SUBSYSTEM is VHID@IFNAME, TYPE is MASTER, BACKUP or INIT.
-
-    The event is a hint: carphooks reads the CARP state the kernel reports now and
-    converges the group's floating addresses to it.
-    """
-    return int(run_carp_event(Options(config, verbose, dry_run), subsystem, type_))
-
-
-def _tinc_command(name: str, doc: str) -> click.Command:
-    @click.command(name=name, help=doc, epilog=EXIT_CODES_HELP,
-                   context_settings={"help_option_names": ["-h", "--help"]})
-    @common_options
-    def cmd(config: str | None, verbose: bool, dry_run: bool) -> int:
-        return run_tinc(Options(config, verbose, dry_run), name)
-
-    return cmd
-
-
-TINC_COMMANDS = {
-    "tinc-up": _tinc_command(
-        "tinc-up", "tinc-up: address $INTERFACE, configure CARP, release stale addresses."),
-    "tinc-down": _tinc_command(
-        "tinc-down", "tinc-down: release the floating addresses of groups on $INTERFACE."),
-    "tinc-host-up": _tinc_command(
-        "tinc-host-up", "host-up: record $NODE as reachable; reconcile when quorum changes."),
-    "tinc-host-down": _tinc_command(
-        "tinc-host-down", "host-down: record $NODE as unreachable; release on quorum loss."),
-}
-
-
 # -- carphooks ---------------------------------------------------------------------------
 
-@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every subcommand's errors leave through :func:`exit_code` (one line, one code)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # Interrupted is a BaseException
+            opts = ctx.obj if isinstance(ctx.obj, Options) else None
+            prog = " ".join(filter(None, [ctx.command_path, ctx.invoked_subcommand]))
+            sys.exit(exit_code(opts, exc, prog))
+
+
+@click.group(cls=_Group, epilog=EXIT_CODES_HELP,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
-@click.option("--host", metavar="NAME", callback=_usage(check_host),
-              help="This host's tinc node name (default: tinc NAME recorded by tinc-up, then "
-                   "the hostname).")
+@click_option(HOST_OPTION)
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, verbose: bool, dry_run: bool,
         host: str | None) -> None:
@@ -192,7 +170,6 @@ def status(opts: Options, as_json: bool, nagios: bool) -> int:
     return int(_status(opts, as_json))
 
 
-@guarded("carphooks status")
 def _status(opts: Options, as_json: bool) -> int:
     report = actions.status(opts.context())
     if as_json:
@@ -216,17 +193,12 @@ def reconcile(opts: Options, groups: tuple[str, ...], every: float | None) -> in
     while True:  # a failed pass is logged; the next one tries again
         try:
             _reconcile(opts, groups)
-        except SystemExit:
-            if runner.interrupted() is not None:
-                raise
-        try:
-            time.sleep(every)
-        except Interrupted as exc:
-            stop(opts, exc, "carphooks reconcile")
+        except Exception as exc:  # a signal (Interrupted) is no Exception: it ends the loop
+            exit_code(opts, exc, "carphooks reconcile")
+        time.sleep(every)
         opts.started = time.monotonic()  # each pass gets the whole time budget
 
 
-@guarded("carphooks reconcile")
 def _reconcile(opts: Options, names: tuple[str, ...]) -> int:
     ctx = opts.context()
     selected = [_group(ctx, n) for n in names] or None
@@ -257,7 +229,6 @@ def release(opts: Options, group: str) -> int:
     return int(_manual(opts, group, False, False))
 
 
-@guarded("carphooks")
 def _manual(opts: Options, name: str, want: bool, force: bool) -> int:
     ctx = opts.context()
     group = _group(ctx, name)
@@ -279,7 +250,6 @@ def maintenance(opts: Options, action: str, wait: float) -> int:
     return int(_maintenance(opts, action, wait))
 
 
-@guarded("carphooks maintenance")
 def _maintenance(opts: Options, action: str, wait: float) -> int:
     ctx = opts.context(extra_time=wait)
     if action == "on":
@@ -310,7 +280,7 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
 # -- set-up commands (render, install, check): below this line ----------------------------
 
 def _render_kinds() -> tuple[str, ...]:
-    from carphooks.render import KINDS
+    from carphooks.setup.render import KINDS
 
     return tuple(KINDS)
 
@@ -334,12 +304,7 @@ def render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) -
     rc.conf, sysctl.conf, cron, syslog.conf, newsyslog.conf, ucarp-up, ucarp-down,
     keepalived-notify.
     """
-    return int(_render_cmd(opts, kind, host, bindir))
-
-
-@guarded("carphooks render")
-def _render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) -> int:
-    from carphooks import render
+    from carphooks.setup import render
 
     tgt = render.target(_setup_config(opts), host=host or opts.host, bindir=bindir)
     echo(render.render(tgt, kind).text, nl=False)
@@ -360,18 +325,13 @@ def _render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) 
 def install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | None,
                 bindir: str | None) -> int:
     """Write the devd rule, tinc scripts (or rc.conf lines), sysctl, cron and syslog files."""
-    return int(_install_cmd(opts, dry or opts.dry_run, root, force, host, bindir))
-
-
-@guarded("carphooks install")
-def _install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | None,
-                 bindir: str | None) -> int:
     from pathlib import Path
 
-    from carphooks import install, render
+    from carphooks.setup import install, render
 
     config = _setup_config(opts)
     tgt = render.target(config, host=host or opts.host, bindir=bindir)
+    dry = dry or opts.dry_run
     report = install.install(render.render_install_set(tgt), Path(root), force=force,
                              dry_run=dry)
     echo(f"host {tgt.host}, topology {config.topology}, binaries in {tgt.bindir}:")
@@ -401,15 +361,9 @@ def check_cmd(opts: Options, as_json: bool, root: str, host: str | None,
 
     One line per check (OK, WARN or FAIL with the fix); exit 1 on any FAIL.
     """
-    return int(_check_cmd(opts, as_json, root, host, bindir))
-
-
-@guarded("carphooks check")
-def _check_cmd(opts: Options, as_json: bool, root: str, host: str | None,
-               bindir: str | None) -> int:
     from pathlib import Path
 
-    from carphooks import check
+    from carphooks.setup import check
 
     doctor = check.run(opts.config_path, root=Path(root), host=host or opts.host,
                        bindir=bindir)

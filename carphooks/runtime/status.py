@@ -12,8 +12,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from carphooks.backends.base import CarpState
 from carphooks.config import IPInterface
-from carphooks.events import CarpState
 
 if TYPE_CHECKING:
     from carphooks.mesh import Mesh

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from carphooks.backends.base import CarpState
 from carphooks.config import IFNAME_RE, NODE_RE
 from carphooks.errors import UsageError
 
 SUBSYSTEM_RE = re.compile(r"([0-9]{1,3})@([A-Za-z0-9_.-]{1,15})")
-
-
-class CarpState(enum.Enum):
-    """A CARP vhid's state as the kernel (or a userland CARP) reports it."""
-
-    INIT = "INIT"
-    BACKUP = "BACKUP"
-    MASTER = "MASTER"
-
-    @classmethod
-    def parse(cls, text: str) -> CarpState:
-        """Parse a state word in any case; raise ValueError otherwise."""
-        try:
-            return cls(text.upper())
-        except ValueError:
-            raise ValueError(f"{text!r} is not MASTER, BACKUP or INIT") from None
 
 
 @dataclass(frozen=True)

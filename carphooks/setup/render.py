@@ -53,7 +53,6 @@ class Kind:
     topologies: tuple[str, ...] = TOPOLOGIES
     script: bool = False
     hidden_backup: bool = False  # the directory's reader takes every file (cron.d)
-    description: str = ""
 
 
 _DEVD = "carphooks.data.devd"
@@ -62,39 +61,27 @@ _TPL = "carphooks.data.templates"
 TINC_DIR = "{tincdir}"
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("devd", _DEVD, "carphooks.conf", "/usr/local/etc/devd/carphooks.conf", 0o644,
-         description="devd rule running carp-event on CARP state changes"),
-    Kind("tinc-up", _HOOKS, "tinc-up", f"{TINC_DIR}/tinc-up", 0o755, ("tinc",), script=True,
-         description="tinc script: address the tap, configure CARP"),
+    Kind("devd", _DEVD, "carphooks.conf", "/usr/local/etc/devd/carphooks.conf", 0o644),
+    Kind("tinc-up", _HOOKS, "tinc-up", f"{TINC_DIR}/tinc-up", 0o755, ("tinc",), script=True),
     Kind("tinc-down", _HOOKS, "tinc-down", f"{TINC_DIR}/tinc-down", 0o755, ("tinc",),
-         script=True, description="tinc script: release the floating addresses"),
-    Kind("host-up", _HOOKS, "host-up", f"{TINC_DIR}/host-up", 0o755, ("tinc",), script=True,
-         description="tinc script: record a reachable peer"),
+         script=True),
+    Kind("host-up", _HOOKS, "host-up", f"{TINC_DIR}/host-up", 0o755, ("tinc",), script=True),
     Kind("host-down", _HOOKS, "host-down", f"{TINC_DIR}/host-down", 0o755, ("tinc",),
-         script=True, description="tinc script: record an unreachable peer"),
-    Kind("tinc.conf", _TPL, "tinc.conf", f"{TINC_DIR}/tinc.conf", 0o644, ("tinc",),
-         description="tinc.conf: switch mode on a tap, TCPOnly, ConnectTo the others"),
-    Kind("rc.conf", _TPL, "rc.conf", "/etc/rc.conf.d/netif", 0o600, ("unicast",),
-         description="rc.conf lines creating the CARP vhids (unicast, FreeBSD 14+)"),
-    Kind("sysctl.conf", _TPL, "sysctl.conf", "/etc/sysctl.conf.local", 0o644,
-         description="sysctl settings: carp preempt, gratuitous ARP repeats"),
-    Kind("cron", _TPL, "cron", "/usr/local/etc/cron.d/carphooks", 0o644, hidden_backup=True,
-         description="cron entry running carphooks reconcile every minute"),
+         script=True),
+    Kind("tinc.conf", _TPL, "tinc.conf", f"{TINC_DIR}/tinc.conf", 0o644, ("tinc",)),
+    Kind("rc.conf", _TPL, "rc.conf", "/etc/rc.conf.d/netif", 0o600, ("unicast",)),
+    Kind("sysctl.conf", _TPL, "sysctl.conf", "/etc/sysctl.conf.local", 0o644),
+    Kind("cron", _TPL, "cron", "/usr/local/etc/cron.d/carphooks", 0o644, hidden_backup=True),
     # syslogd reads only *.conf of syslog.d; older newsyslog.conf includes every
     # name of newsyslog.conf.d (glob "*", which skips dot files): hide the backups.
     Kind("syslog.conf", _TPL, "syslog.conf", "/usr/local/etc/syslog.d/carphooks.conf", 0o644,
-         hidden_backup=True, description=f"syslogd drop-in: every carphooks line to "
-                                         f"{SYSLOG_FILE}"),
+         hidden_backup=True),
     Kind("newsyslog.conf", _TPL, "newsyslog.conf",
-         "/usr/local/etc/newsyslog.conf.d/carphooks.conf", 0o644, hidden_backup=True,
-         description=f"newsyslog entry creating and rotating {SYSLOG_FILE}"),
+         "/usr/local/etc/newsyslog.conf.d/carphooks.conf", 0o644, hidden_backup=True),
     # Adapters for userland CARP/VRRP daemons (hooks/ of the lab); render only.
-    Kind("ucarp-up", _HOOKS, "ucarp-up", None, 0o755, script=True,
-         description="ucarp --upscript adapter (render only)"),
-    Kind("ucarp-down", _HOOKS, "ucarp-down", None, 0o755, script=True,
-         description="ucarp --downscript adapter (render only)"),
-    Kind("keepalived-notify", _HOOKS, "keepalived-notify", None, 0o755, script=True,
-         description="keepalived notify adapter (render only)"),
+    Kind("ucarp-up", _HOOKS, "ucarp-up", None, 0o755, script=True),
+    Kind("ucarp-down", _HOOKS, "ucarp-down", None, 0o755, script=True),
+    Kind("keepalived-notify", _HOOKS, "keepalived-notify", None, 0o755, script=True),
 )}
 
 
@@ -124,7 +111,7 @@ class Rendered:
 # Source folders of the resource packages. setuptools' editable finder cannot map a
 # nested namespace package (carphooks.data.devd -> devd/) onto another directory, so
 # an editable install reads the templates from the source tree instead.
-_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 _SOURCE_DIRS = {_DEVD: "devd", _HOOKS: "hooks", _TPL: "templates"}
 
 
@@ -172,23 +159,19 @@ def known_hosts(config: Config) -> list[str]:
 def resolve_host(config: Config, explicit: str | None = None, *,
                  environ: Mapping[str, str] | None = None,
                  hostname: str | None = None) -> str:
-    """This host's node name: ``--host``, then tinc's ``$NAME``, ``$CARPHOOKS_HOST``,
-    then the short hostname; it must be a host of the config."""
+    """This host's node name in :func:`config.host_candidates`' order (tinc's NAME from
+    ``$NAME``); an explicit one must be a host of the config, others are skipped if not."""
     env = os.environ if environ is None else environ
     names = known_hosts(config)
     listing = ", ".join(names) or "none"
-    if explicit:
-        if explicit not in names:
-            raise UsageError(f"host {explicit!r} is not in tinc.nodes, tinc.witnesses or "
-                             f"[hosts] of {config.path} (hosts: {listing})")
-        return explicit
-    for var in ("NAME", "CARPHOOKS_HOST"):
-        value = env.get(var)
-        if value and value in names:
-            return value
+    if explicit and explicit not in names:
+        raise UsageError(f"host {explicit!r} is not in tinc.nodes, tinc.witnesses or "
+                         f"[hosts] of {config.path} (hosts: {listing})")
     short = (hostname if hostname is not None else socket.gethostname()).split(".")[0]
-    if short in names:
-        return short
+    for _source, name in configmod.host_candidates(explicit, env, lambda: env.get("NAME"),
+                                                   short):
+        if name in names:
+            return name
     raise UsageError(f"cannot tell which host this is (hostname {short!r} is not one of "
                      f"{listing}): pass --host NAME")
 
@@ -254,6 +237,12 @@ def unicast_peers(config: Config, group: Group, host: str,
     return config.peers_for(group, host)
 
 
+def rc_name(ifname: str) -> str:
+    """An interface name as rc.conf variables spell it: ``.-/+`` become ``_``
+    (libexec/rc/network.subr, get_if_var: ``_punct=".-/+"``)."""
+    return "".join("_" if c in ".-/+" else c for c in ifname)
+
+
 def rc_aliases(tgt: Target) -> str:
     """``ifconfig_IF_aliasN="inet vhid ... alias A/P"`` lines for every group."""
     config, host = tgt.config, tgt.host
@@ -289,7 +278,7 @@ def rc_aliases(tgt: Target) -> str:
             lines.append("# no peers configured: advertisements go to the CARP multicast "
                          "group")
         words += ["alias", carp.address.with_prefixlen]
-        lines.append(f'ifconfig_{group.carp_interface.replace(".", "_").replace("-", "_")}'
+        lines.append(f'ifconfig_{rc_name(group.carp_interface)}'
                      f'_alias{index}="{" ".join(words)}"')
     if not lines:
         lines.append("# (no [[group]] in the config)")
@@ -358,8 +347,3 @@ def install_set(config: Config) -> list[Kind]:
 def render_install_set(tgt: Target) -> list[Rendered]:
     """Every file ``carphooks install`` writes for this host."""
     return [render(tgt, k) for k in install_set(tgt.config)]
-
-
-def load_config(path: Path) -> Config:
-    """Load the config as every command does (permission checks included)."""
-    return configmod.load(path)

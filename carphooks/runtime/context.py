@@ -9,18 +9,15 @@ from typing import Any
 
 from carphooks import config as configmod
 from carphooks.backends import get_backend
-from carphooks.backends.base import Backend
+from carphooks.backends.base import Backend, CarpState
 from carphooks.config import Config, Group, IPInterface
-from carphooks.dad import Repairs
-from carphooks.engine import Engine
 from carphooks.errors import StateError, UsageError
-from carphooks.events import CarpState
 from carphooks.log import Log
-from carphooks.policy import Quorum, quorum
 from carphooks.runner import Runner
+from carphooks.runtime.dad import Repairs
+from carphooks.runtime.engine import Engine
+from carphooks.runtime.policy import Quorum, quorum
 from carphooks.state import Peers, StateDir
-
-HOST_ENV = "CARPHOOKS_HOST"
 
 
 @dataclass
@@ -67,21 +64,23 @@ def build_context(config: Config, log: Log, *, dry_run: bool = False,
 
 
 def resolve_host(ctx: Context, explicit: str | None = None) -> str | None:
-    """This host's tinc node name: argument, $CARPHOOKS_HOST, tinc-up's record, hostname."""
-    for candidate in (explicit, os.environ.get(HOST_ENV)):
-        if candidate:
-            if not configmod.NODE_RE.fullmatch(candidate):
-                raise UsageError(f"bad host name {candidate!r}")
-            return candidate
-    try:
-        data = ctx.state.read("self.json")
-    except StateError as exc:
-        ctx.log.warning(str(exc))
-        data = None
-    if data and isinstance(data.get("name"), str) and data["name"] in ctx.config.hosts:
-        return str(data["name"])
-    short = socket.gethostname().split(".")[0]
-    return short if configmod.NODE_RE.fullmatch(short) else None
+    """This host's tinc node name, in :func:`config.host_candidates`' order (tinc's NAME
+    as tinc-up recorded it); None when no name fits (a hook never fails on it)."""
+    def recorded() -> str | None:
+        try:
+            data = ctx.state.read("self.json")
+        except StateError as exc:
+            ctx.log.warning(str(exc))
+            return None
+        name = data.get("name") if data else None
+        return name if isinstance(name, str) and name in ctx.config.hosts else None
+
+    for source, name in configmod.host_candidates(explicit, os.environ, recorded,
+                                                  socket.gethostname()):
+        if source in ("--host", configmod.HOST_ENV) and not configmod.NODE_RE.fullmatch(name):
+            raise UsageError(f"bad host name {name!r}")
+        return name if configmod.NODE_RE.fullmatch(name) else None
+    return None
 
 
 def current_peers(ctx: Context) -> Peers:

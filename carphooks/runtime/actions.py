@@ -11,24 +11,27 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from carphooks import config as configmod
-from carphooks import demotion, detach
-from carphooks import status as model
-from carphooks.backends.base import Interface
+from carphooks.backends.base import CarpState, Interface
 from carphooks.config import Group, IPInterface
-from carphooks.context import Context as Context  # re-exported for the CLI
-from carphooks.context import build_context as build_context
-from carphooks.context import (
+from carphooks.errors import CarphooksError, LockTimeout, StateError, UsageError
+from carphooks.runtime import demotion, detach
+from carphooks.runtime import status as model
+from carphooks.runtime.context import Context as Context  # re-exported for the CLI
+from carphooks.runtime.context import build_context as build_context
+from carphooks.runtime.context import (
+    current_peers,
     current_quorum,
     in_maintenance,
 )
-from carphooks.dad import Repairs
-from carphooks.engine import Outcome, address_status, readds
-from carphooks.errors import CarphooksError, LockTimeout, StateError, UsageError
-from carphooks.events import CarpEvent, CarpState, TincEnv, parse_carp_event, parse_tinc_env
-from carphooks.policy import Decision, Quorum, decide, quorum
+from carphooks.runtime.dad import Repairs
+from carphooks.runtime.engine import Outcome, address_status, readds
+from carphooks.runtime.events import CarpEvent, TincEnv, parse_carp_event, parse_tinc_env
+from carphooks.runtime.policy import Decision, Quorum, decide, quorum
+from carphooks.runtime.status import AddressState, Report
+from carphooks.runtime.status import (
+    nagios as nagios,  # (re-exported: the renderer is status.nagios)
+)
 from carphooks.state import Held, Peers
-from carphooks.status import AddressState, Report
-from carphooks.status import nagios as nagios  # (re-exported: the renderer is status.nagios)
 
 if TYPE_CHECKING:
     from carphooks.mesh import Mesh
@@ -211,7 +214,7 @@ def watch_dad(ctx: Context, groups: Sequence[Group],
               window: float = DAD_WATCH) -> list[tuple[str, list[IPInterface]]]:
     """Follow IPv6 DAD of groups just taken; re-add a duplicated address once due.
 
-    FreeBSD does not retry DAD (carphooks/dad.py). At a failback the old master often
+    FreeBSD does not retry DAD (carphooks/runtime/dad.py). At a failback the old master often
     still holds the address for a moment, so the new master's copy ends duplicated;
     once the old master let go, a remove + add runs DAD again and the address
     becomes usable. Attempts are spaced by the recorded backoff, so a host that keeps
@@ -849,7 +852,7 @@ def _carp_now(ctx: Context, group: Group) -> CarpState:
 
 def status(ctx: Context) -> Report:
     """A read-only report of every group, for humans, JSON and monitoring (rendered by
-    :mod:`carphooks.status`)."""
+    :mod:`carphooks.runtime.status`)."""
     q = current_quorum(ctx)
     maint = in_maintenance(ctx)
     reader = Reader(ctx)
@@ -922,12 +925,23 @@ def _group_status(view: GroupView, repairs: Repairs) -> model.GroupStatus:
 
 
 def _mesh(ctx: Context) -> Mesh | None:
-    """How each other voter is reached over tinc (imported here: hooks never need it)."""
+    """How each other voter is reached over tinc: direct links from tincd's TCP sockets
+    (read-only: one listing command; imported here, hooks never need it)."""
     if ctx.config.topology != "tinc":
         return None
     from carphooks import mesh
 
-    return mesh.observe(ctx)
+    if not [v for v in ctx.config.voters if v != ctx.host]:
+        return mesh.Mesh(host=ctx.host)
+    peers = current_peers(ctx)
+    reachable = peers.reachable if peers.tinc_up else frozenset()
+    conns: list[mesh.TcpConn] | None
+    error = None
+    try:
+        conns = mesh.list_connections(ctx.runner, ctx.backend.name)
+    except mesh.MeshError as exc:
+        conns, error = None, str(exc)
+    return mesh.mesh(ctx.config.tinc_dir, ctx.host, ctx.config.voters, reachable, conns, error)
 
 
 def outcome_lines(outcomes: Iterable[Outcome]) -> list[str]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from carphooks.backends.base import CarpState
 from carphooks.config import Config
-from carphooks.events import CarpState
 from carphooks.state import Peers
 
 

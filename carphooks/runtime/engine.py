@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
 from carphooks.config import Group, IPInterface
-from carphooks.dad import Repairs
 from carphooks.errors import CarphooksError
 from carphooks.log import Log
-from carphooks.status import AddressState
+from carphooks.runtime.dad import Repairs
+from carphooks.runtime.status import AddressState
 
 
 @dataclass
@@ -56,7 +56,7 @@ def plan(group: Group, hold: bool, current: Interface,
     """The changes that bring ``current`` to the desired state (exact comparison).
 
     ``readd``: held addresses to remove and add again (an IPv6 address that is
-    duplicated or stuck tentative, see carphooks/dad.py); the add runs only after
+    duplicated or stuck tentative, see carphooks/runtime/dad.py); the add runs only after
     its remove succeeded.
     """
     changes: list[Change] = []

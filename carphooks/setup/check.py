@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carphooks import config as configmod
-from carphooks import devd, render
 from carphooks.config import Config
 from carphooks.errors import CarphooksError, ConfigError
-from carphooks.install import under
-from carphooks.render import KINDS, Target
+from carphooks.setup import devd, render
+from carphooks.setup.devd import under
+from carphooks.setup.render import KINDS, Target
 
 if TYPE_CHECKING:
     from carphooks.backends.base import Backend
@@ -189,13 +189,8 @@ class Doctor:
 
     def check_quorum(self, config: Config) -> None:
         voters = len(config.voters)
-        if config.topology == "unicast" and config.quorum == "majority":
-            self.add("quorum", FAIL, "topology \"unicast\" has no tinc host-up/host-down to "
-                     "count votes, so quorum = \"majority\" never holds and no host ever takes "
-                     "the floating addresses",
-                     "set quorum = \"none\" (and accept the split-brain risk) or use topology "
-                     "= \"tinc\"")
-        elif config.quorum == "none" and voters == 2:
+        # (topology "unicast" with quorum "majority" is a ConfigError: config.load refuses it)
+        if config.quorum == "none" and voters == 2:
             self.add("quorum", WARN, "2-node cluster with quorum = \"none\": when the two "
                      "cannot hear each other both become MASTER and both hold the address",
                      "add a small third tinc node as a witness (tinc.witnesses) and set "
@@ -468,7 +463,7 @@ class Doctor:
             text = ""  # no rc.conf (or none to read): nothing can clash
         if text:
             clashes = sorted({g.carp_interface for g in config.groups
-                              if f"ifconfig_{_rcname(g.carp_interface)}_alias" in text})
+                              if f"ifconfig_{render.rc_name(g.carp_interface)}_alias" in text})
             if clashes:
                 self.add("rc.conf aliases", WARN, "/etc/rc.conf also sets ifconfig_IF_aliasN "
                          f"for {', '.join(clashes)}; /etc/rc.conf.d/netif overrides the same "
@@ -556,13 +551,14 @@ class Doctor:
 
     def _backend(self, config: Config) -> tuple[Backend | None, str]:
         """The backend a hook would use here, and its name (or why there is none)."""
-        from carphooks import actions
-        from carphooks.log import Log
+        from carphooks.backends import get_backend
+        from carphooks.runner import Runner
+        from carphooks.state import StateDir
 
-        try:
-            log = Log(config.log_tag, config.syslog_socket, facility=config.syslog_facility,
-                      mirror=False)
-            backend = actions.build_context(config, log).backend
+        try:  # reads only: the state directory is opened read-only (never created)
+            backend = get_backend(config.backend, Runner(), StateDir(config.state_dir,
+                                                                     dry_run=True),
+                                  config.demotion_file)
         except CarphooksError as exc:
             return None, f"(unavailable: {exc})"
         return backend, backend.name
@@ -580,8 +576,9 @@ class Doctor:
 def mesh_verdict(tgt: Target, root: Path) -> tuple[bool, str, str]:
     """(warn, message, fix) for the tinc links of this host: WARN when a voter is reached
     only through another node, is unreachable, or the links cannot be read."""
-    from carphooks import actions, mesh
-    from carphooks.log import Log
+    from carphooks import mesh
+    from carphooks.backends import get_backend
+    from carphooks.runner import Runner
     from carphooks.state import StateDir
 
     config = tgt.config
@@ -596,9 +593,10 @@ def mesh_verdict(tgt: Target, root: Path) -> tuple[bool, str, str]:
         return False, "not checked: tinc-up has not run on this host (tincd stopped?)", ""
     tinc_dir = under(root, str(config.tinc_dir))
     try:
-        ctx = actions.build_context(config, Log(config.log_tag, config.syslog_socket,
-                                                mirror=False))
-        conns = mesh.list_connections(ctx.runner, ctx.backend.name)
+        runner = Runner()
+        backend = get_backend(config.backend, runner, StateDir(config.state_dir, dry_run=True),
+                              config.demotion_file)
+        conns = mesh.list_connections(runner, backend.name)
     except CarphooksError as exc:
         return True, f"cannot tell which voters are reached directly: {exc}", ""
     view = mesh.mesh(tinc_dir, tgt.host, config.voters, peers.reachable, conns)
@@ -682,10 +680,6 @@ def _first_line(path: Path) -> str:
 def _fix_from(exc: ConfigError, default: str) -> str:
     text = str(exc)
     return text.split("; run: ", 1)[1] if "; run: " in text else default
-
-
-def _rcname(ifname: str) -> str:
-    return "".join("_" if c in ".-/+" else c for c in ifname)
 
 
 def _netifaces() -> list[str]:

@@ -1,0 +1,1 @@
+"""Set-up tooling (render, install, check, devd rules); never on the hook path."""
