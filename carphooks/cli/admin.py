@@ -202,12 +202,12 @@ def reconcile(opts: Options, groups: tuple[str, ...], every: float | None) -> in
 def _reconcile(opts: Options, names: tuple[str, ...]) -> int:
     ctx = opts.context()
     selected = [_group(ctx, n) for n in names] or None
-    return _show(actions.reconcile(ctx, selected))
+    return _show(actions.reconcile(ctx, selected), opts.dry_run)
 
 
-def _show(result: actions.ActionResult) -> int:
-    """Print what an action did; its exit code."""
-    for line in result.text():
+def _show(result: actions.ActionResult, dry_run: bool) -> int:
+    """Print what an action did (or, in a dry run, would do); its exit code."""
+    for line in result.text(dry_run):
         echo(line)
     return int(ExitCode.FAILED) if result.failed else 0
 
@@ -235,7 +235,7 @@ def _manual(opts: Options, name: str, want: bool, force: bool) -> int:
     result = actions.manual(ctx, group, want, force)
     if not result.changed:
         result.notes.append(f"group {group.name}: nothing to do")
-    return _show(result)
+    return _show(result, opts.dry_run)
 
 
 @cli.command()
@@ -253,9 +253,9 @@ def maintenance(opts: Options, action: str, wait: float) -> int:
 def _maintenance(opts: Options, action: str, wait: float) -> int:
     ctx = opts.context(extra_time=wait)
     if action == "on":
-        return _show(actions.maintenance_on(ctx, wait))
+        return _show(actions.maintenance_on(ctx, wait), opts.dry_run)
     if action == "off":
-        return _show(actions.maintenance_off(ctx))
+        return _show(actions.maintenance_off(ctx), opts.dry_run)
     echo(model.maintenance_line(actions.status(ctx)))
     return 0
 

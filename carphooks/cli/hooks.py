@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the hot path imports the runtime lazily
 def print_result(opts: Options, result: ActionResult) -> int:
     """Show what a hook changed (dry-run or a terminal); its exit code."""
     if opts.dry_run or sys.stdout.isatty():
-        for line in result.text():
+        for line in result.text(opts.dry_run):
             echo(line)
     return int(ExitCode.FAILED) if result.failed else 0
 

@@ -60,9 +60,11 @@ class ActionResult:
         """Whether anything was (or in a dry run would be) changed."""
         return bool(self.lines) or any(o.changes for o in self.outcomes)
 
-    def text(self) -> list[str]:
-        """Human-readable lines: changes, address changes and errors, warnings, notes."""
-        return [*self.lines, *outcome_lines(self.outcomes),
+    def text(self, dry_run: bool = False) -> list[str]:
+        """Human-readable lines: changes, address changes and errors, warnings, notes
+        (with ``dry_run``, worded as what would be done: nothing was)."""
+        lines = [f"(dry run) {line}" for line in self.lines] if dry_run else list(self.lines)
+        return [*lines, *outcome_lines(self.outcomes, dry_run),
                 *(f"warning: {w}" for w in self.warnings), *self.notes]
 
 
@@ -628,7 +630,7 @@ def _reconcile_locked(ctx: Context, groups: Iterable[Group], why: str,
     views = [observe(ctx, group, reader, q) for group in groups]
     outcomes = apply_views(ctx, views, reader)
     for view, outcome in zip(views, outcomes, strict=True):
-        if outcome.done:
+        if outcome.done and not ctx.dry_run:  # a dry run claims no change in syslog
             ctx.log.notice(f"{why}: group {view.group.name} repaired "
                            f"({'held' if view.decision.hold else 'released'}: "
                            f"{view.decision.reason})")
@@ -644,7 +646,9 @@ def manual(ctx: Context, group: Group, hold: bool, force: bool) -> ActionResult:
             raise UsageError(f"group {group.name}: refusing to hold ({view.decision.reason}); "
                              "another host may hold the address. Use --force to override")
         view.decision = Decision(hold, "by hand")
-        ctx.log.notice(f"group {group.name}: {'hold' if hold else 'release'} requested by hand")
+        if not ctx.dry_run:
+            ctx.log.notice(f"group {group.name}: {'hold' if hold else 'release'} "
+                           "requested by hand")
         outcome = apply_view(ctx, view, reader)
     finish(ctx)
     return ActionResult([outcome])
@@ -944,13 +948,17 @@ def _mesh(ctx: Context) -> Mesh | None:
     return mesh.mesh(ctx.config.tinc_dir, ctx.host, ctx.config.voters, reachable, conns, error)
 
 
-def outcome_lines(outcomes: Iterable[Outcome]) -> list[str]:
-    """Human-readable lines for what outcomes did."""
+def outcome_lines(outcomes: Iterable[Outcome], dry_run: bool = False) -> list[str]:
+    """Human-readable lines for what outcomes did (or, in a dry run, would do)."""
     lines = []
     for o in outcomes:
         for c in o.done:
-            lines.append(f"{'assigned' if c.op == 'add' else 'removed'} {c.address} "
-                         f"on {c.interface}")
+            if dry_run:
+                lines.append(f"would {c.op} {c.address} "
+                             f"{'on' if c.op == 'add' else 'from'} {c.interface}")
+            else:
+                lines.append(f"{'assigned' if c.op == 'add' else 'removed'} {c.address} "
+                             f"on {c.interface}")
         lines.extend(f"error: {e}" for e in o.errors)
         lines.extend(f"warning: {w}" for w in o.warnings)
     return lines

@@ -21,7 +21,8 @@ REMOVE = [["ifconfig", "vtnet0", "inet", "203.0.113.10", "-alias"],
           ["ifconfig", "vtnet0", "inet6", "2001:db8:10::10", "-alias"]]
 OWN = "203.0.113.11/24"
 Build = Callable[..., Rig]
-CLAIMS = ("Assigned", "Removed", "Re-added", "demoted CARP", "removed carphooks' CARP demotion")
+CLAIMS = ("Assigned", "Removed", "Re-added", "demoted CARP", "removed carphooks' CARP demotion",
+          "reconcile: group", "group web: hold requested", "group web: release requested")
 
 
 def claims_a_change(r: Rig) -> list[str]:
@@ -103,6 +104,15 @@ def test_reconcile_repairs_drift_once(rig: Build) -> None:
     r.runner.calls.clear()
     actions.reconcile(r.ctx)
     assert r.runner.commands() == [TAP, VTNET]  # converged: reads only
+
+
+def test_reconcile_dry_run_says_would_and_claims_nothing(rig: Build) -> None:
+    r = rig(master(), dry_run=True)
+    result = actions.reconcile(r.ctx)
+    assert r.runner.mutations() == [] and r.bsd.addresses("vtnet0") == {OWN}
+    assert claims_a_change(r) == []  # no "group web repaired" in syslog
+    assert result.text(dry_run=True) == [f"would add {V4} on vtnet0", f"would add {V6} on vtnet0"]
+    assert not r.state.exists()
 
 
 def test_reconcile_names_a_group_once(rig: Build) -> None:
