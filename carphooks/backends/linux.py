@@ -133,11 +133,15 @@ class LinuxBackend(Backend):
     def __init__(self, runner: Runner, state: StateDir,
                  demotion_file: Path | None = None) -> None:
         super().__init__(runner, state, demotion_file)
-        self._dry: dict[str, CarpState] = {}  # events this process saw (written unless dry run)
+        # Events this process saw but did not record (a dry run, or the write failed):
+        # only those are taken from memory. A recorded event is read back from the file,
+        # so a long-lived detached child (the ARP prober, DAD follow-up) sees a later
+        # event that another hook recorded, instead of the state its parent saw.
+        self._unrecorded: dict[str, CarpState] = {}
 
     def carp_state(self, group: Group, carp_if: Interface | None) -> CarpState:
-        if group.subsystem in self._dry:
-            return self._dry[group.subsystem]
+        if group.subsystem in self._unrecorded:
+            return self._unrecorded[group.subsystem]
         try:
             recorded = self.state.carp_state(group.subsystem)
         except StateError:
@@ -145,9 +149,15 @@ class LinuxBackend(Backend):
         return CarpState(recorded[0]) if recorded else CarpState.INIT
 
     def record_event(self, subsystem: str, state: CarpState) -> None:
-        self._dry[subsystem] = state  # acted on even when it cannot be recorded
-        if not self.runner.dry_run:
+        if self.runner.dry_run:
+            self._unrecorded[subsystem] = state
+            return
+        try:
             self.state.write_carp_state(subsystem, state.value)
+        except StateError:
+            self._unrecorded[subsystem] = state  # this process still acts on it
+            raise
+        self._unrecorded.pop(subsystem, None)
 
     def setup_vpn(self, ifname: str, mac: str | None, address: IPInterface | None) -> list[str]:
         current = self.read(ifname)
