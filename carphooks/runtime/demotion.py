@@ -101,11 +101,7 @@ def set_reason(ctx: Context, reason: str, on: bool) -> bool:
         if reason in added:
             return False
         write(ctx, {**added, reason: STEP})
-        try:
-            ctx.backend.add_demotion(STEP)
-        except CarphooksError:
-            _restore(ctx, added)
-            raise
+        _add_or_restore(ctx, STEP, added)
         if not ctx.dry_run:
             ctx.log.notice(f"demoted CARP by {STEP} ({reason})")
         return True
@@ -118,11 +114,7 @@ def set_reason(ctx: Context, reason: str, on: bool) -> bool:
         amount = max(0, min(amount, kernel))
     write(ctx, rest)
     if amount:
-        try:
-            ctx.backend.add_demotion(-amount)
-        except CarphooksError:
-            _restore(ctx, added)
-            raise
+        _add_or_restore(ctx, -amount, added)
     if not ctx.dry_run:
         ctx.log.notice(f"removed carphooks' CARP demotion of {amount} ({reason})")
     return True
@@ -135,11 +127,17 @@ def _try_write(ctx: Context, added: dict[str, int]) -> None:
         ctx.log.error(f"cannot write the demotion record: {exc}")
 
 
-def _restore(ctx: Context, added: dict[str, int]) -> None:
+def _add_or_restore(ctx: Context, delta: int, before: dict[str, int]) -> None:
+    """Add ``delta`` to the kernel's demotion; if that fails, put the record (already
+    written for the new total) back to ``before`` and re-raise."""
     try:
-        _write(ctx, added)
-    except StateError as exc:
-        ctx.log.error(f"cannot restore the demotion record: {exc}")
+        ctx.backend.add_demotion(delta)
+    except CarphooksError:
+        try:
+            _write(ctx, before)
+        except StateError as exc:
+            ctx.log.error(f"cannot restore the demotion record: {exc}")
+        raise
 
 
 def resync(ctx: Context) -> None:
