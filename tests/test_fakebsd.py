@@ -239,6 +239,8 @@ def test_vhid_range_and_order(bsd: FakeBSD) -> None:
     assert fail(bsd, "ifconfig", "vtnet0", "inet", "192.0.2.1/24", "vhid", "256", "alias") == msg
     err = fail(bsd, "ifconfig", "vtnet0", "advskew", "10", "vhid", "1")
     assert err == "ifconfig: advskew requires vhid\n"
+    err = fail(bsd, "ifconfig", "vtnet0", "pass", "s3cret", "vhid", "1")
+    assert err == "ifconfig: passwd requires vhid\n"  # carp.c setcarp_passwd's word
     err = fail(bsd, "ifconfig", "vtnet0", "inet", "192.0.2.1/24", "vhid", "1", "advskew", "255",
                "alias")
     assert err == "ifconfig: SIOCSVH: Invalid argument\n"

@@ -1241,7 +1241,8 @@ def _carp_word(carp: dict[str, Any], word: str, val: str) -> None:
         carp["vhid"] = vhid
         return
     if word in ("advskew", "advbase", "pass", "state") and carp["vhid"] == -1:
-        raise Exit(1, f"ifconfig: {word} requires vhid")
+        # sbin/ifconfig/carp.c setcarp_passwd says "passwd", the others their own word
+        raise Exit(1, f"ifconfig: {'passwd' if word == 'pass' else word} requires vhid")
     if word == "advskew":
         carp["advskew"] = _parse_int(val)
     elif word == "advbase":
