@@ -373,3 +373,15 @@ def test_check_defaults(tmp_path: Path) -> None:
     assert c.reason == "check:web-1"
     assert config.reconcile_interval == 10.0
     assert Health.FAILING.value == "failing"
+
+
+def test_sample_check_block_is_valid(tmp_path: Path) -> None:
+    """The commented [[check]] of carphooks.toml.sample, uncommented, is a valid check."""
+    sample = (Path(__file__).resolve().parents[2] / "carphooks.toml.sample").read_text()
+    block = sample[sample.index("# [[check]]"):]
+    lines = [line[2:] for line in block.splitlines()
+             if line.startswith("# ") and not line.startswith("# # ")]
+    text = CLUSTER.format(state=tmp_path, quorum="none", extra="\n" + "\n".join(lines) + "\n")
+    (c,) = load_config(tmp_path / "c.toml", text).checks
+    assert (c.name, c.type, c.command[0], c.weight) == ("nginx", "command",
+                                                        "/usr/local/bin/curl", 240)
