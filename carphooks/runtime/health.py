@@ -16,12 +16,10 @@ config takes IP addresses only), so nothing here waits on DNS.
 from __future__ import annotations
 
 import enum
-import http.client
 import socket
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from carphooks.config import Check, Config
 from carphooks.errors import CommandError, ConfigError, StateError
@@ -198,6 +196,9 @@ def _tcp(check: Check) -> Probe:
 
 
 def _http(check: Check, secrets: Secrets | None) -> Probe:
+    import http.client  # here: the hooks import this module and never need it
+    from urllib.parse import urlsplit
+
     assert check.url is not None
     parts = urlsplit(check.url)
     host = parts.hostname or "127.0.0.1"
