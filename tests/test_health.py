@@ -299,3 +299,37 @@ def test_reconcile_every_still_loops_and_stops_on_sigterm(bsd: FakeBSD, config: 
         code, err = stop(proc)
     assert code == 143, err
     assert not (Path(os.fspath(config)).parent / "state" / "checks.json").exists()
+
+
+# -- rc.d/carphooks -------------------------------------------------------------------------------
+
+def test_rc_d_script_runs_watch_under_daemon(tmp_path: Path) -> None:
+    """The rendered rc.d script, run by sh with a stub rc.subr that prints what
+    run_rc_command would start: daemon(8) supervising ``carphooks watch``."""
+    from setupkit import CONFIG_PATH, target, write_cluster
+
+    from carphooks.setup import render
+
+    cfg = configmod.load(write_cluster(tmp_path / "c.toml", "tinc"))
+    text = render.render(target(cfg, "hA"), "rc.d").text
+    stub = tmp_path / "rc.subr"
+    stub.write_text('load_rc_config() { :; }\n'
+                    'run_rc_command() { printf "%s|%s|%s|%s|%s\\n" "$1" "$rcvar" "$pidfile" '
+                    '"$procname" "$command $command_args"; }\n')
+    path = tmp_path / "carphooks"
+    path.write_text(text.replace(". /etc/rc.subr", f". {stub}"))
+    env = {"PATH": "/usr/bin:/bin"}
+    out = subprocess.run(["sh", str(path), "start"], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    arg, rcvar, pidfile, procname, command = out.split("|")
+    assert (arg, rcvar, pidfile, procname) == ("start", "carphooks_enable",
+                                               "/var/run/carphooks_daemon.pid",
+                                               "/usr/sbin/daemon")
+    assert command.split() == [
+        "/usr/sbin/daemon", "-f", "-r", "-P", "/var/run/carphooks_daemon.pid",
+        "-p", "/var/run/carphooks.pid", "-t", "carphooks", "/usr/local/bin/carphooks",
+        "--config", str(CONFIG_PATH), "watch"]
+    env["carphooks_config"] = "/etc/other.toml"  # rc.conf's carphooks_config wins
+    out = subprocess.run(["sh", str(path), "status"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert "--config /etc/other.toml watch" in out and out.startswith("status|")
