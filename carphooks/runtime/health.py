@@ -237,8 +237,10 @@ def _http(check: Check, secrets: Secrets | None) -> Probe:
 
 def stale_after(config: Config, check: Check) -> float:
     """Seconds after which a record of ``check`` says nothing any more (the loop that
-    wrote it is gone): several of its intervals and of the loop's reconcile interval."""
-    return max(STALE_MIN, 3 * (check.interval + check.timeout), 3 * config.reconcile_interval)
+    wrote it is gone): the loop records after every probe, so a few of its intervals,
+    and never less than STALE_MIN (a reconcile pass may hold the loop that long)."""
+    return max(STALE_MIN, 5 * (check.interval + check.timeout),
+               config.lock_timeout + 2 * check.interval)
 
 
 def load(state: StateDir) -> CheckRecord | None:
