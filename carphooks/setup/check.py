@@ -9,6 +9,8 @@ FreeBSD ``sysctl -n``), both injectable for tests.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import stat
 import sys
 from collections.abc import Callable, Iterable
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from carphooks import config as configmod
 from carphooks.config import Config
-from carphooks.errors import CarphooksError, ConfigError
+from carphooks.errors import CarphooksError, CommandError, ConfigError
+from carphooks.runner import Runner
 from carphooks.setup import devd, render
 from carphooks.setup.devd import under
 from carphooks.setup.render import KINDS, Target
@@ -30,6 +33,10 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CARP_TYPES = ("MASTER", "BACKUP", "INIT")
 TINC_SCRIPTS = ("tinc-up", "tinc-down", "host-up", "host-down")
 MAX_READ = 1 << 20  # bytes: no file check reads more
+INTERPRETER_TIMEOUT = 10.0  # seconds for one "INTERPRETER -c ..." probe
+# the module a console script pip wrote imports its entry point from
+_ENTRY_RE = re.compile(r"^from\s+(carphooks(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s+import\s", re.M)
+_SHELLS = ("sh", "bash", "dash", "ksh", "mksh", "zsh")
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"),
           (stat.S_ISSOCK, "a socket"))
@@ -103,9 +110,11 @@ class Doctor:
     root: Path = Path("/")
     host: str | None = None
     bindir: str | None = None
+    prefix: str | None = None  # install prefix of the drop-ins (render.resolve_prefix)
     interfaces: Callable[[], Iterable[str]] | None = None
     sysctl: Callable[[str], int | None] | None = None
     osrelease: Callable[[], str | None] | None = None  # kern.osrelease (default: backend)
+    runner: Runner | None = None  # runs the interpreter probes (default: a Runner)
     backend_name: str | None = None
     checks: list[Check] = field(default_factory=list)
 
@@ -129,6 +138,7 @@ class Doctor:
         tgt = self.check_target(config)
         if tgt is not None:
             self.check_binaries(tgt)
+            self.check_interpreters(tgt)
             self.check_devd(tgt)
             if config.topology == "tinc":
                 self.check_tinc(tgt)
@@ -203,7 +213,8 @@ class Doctor:
 
     def check_target(self, config: Config) -> Target | None:
         try:
-            tgt = render.target(config, host=self.host, bindir=self.bindir)
+            tgt = render.target(config, host=self.host, bindir=self.bindir,
+                                prefix=self.prefix)
         except CarphooksError as exc:
             self.add("host", FAIL, str(exc), "pass --host NAME (the tinc node name)")
             return None
@@ -237,6 +248,60 @@ class Doctor:
         else:
             self.add("binaries", OK, f"console scripts in {tgt.bindir} (absolute, "
                                      f"python {sys.executable})")
+
+    # ------------------------------------------------------------------ interpreters
+    def check_interpreters(self, tgt: Target) -> None:
+        """Every installed hook's ``#!`` interpreter exists and runs.
+
+        pip writes the interpreter's absolute path into the console scripts, and devd
+        and tinc ignore a hook's failure: when the ports' default Python moves on and
+        the old one is removed, failover stops without a word. Each distinct
+        interpreter is run once through the runner (argv only, bounded in time): a
+        Python imports the module its console script imports, a shell runs ``:``.
+        """
+        scripts = [tgt.bindir / name for name in render.CONSOLE_SCRIPTS]
+        if tgt.config.topology == "tinc":
+            tinc_dir = under(self.root, str(tgt.config.tinc_dir))
+            scripts += [tinc_dir / name for name in TINC_SCRIPTS]
+        problems: dict[str, str] = {}  # problem -> fix
+        probes: dict[tuple[str, ...], list[Path]] = {}
+        for path in scripts:
+            if not path.is_file():
+                continue  # missing scripts are reported by "binaries" and the tinc checks
+            words = shebang_words(_first_line(path))
+            if not words:
+                continue  # no "#!": nothing pip or carphooks wrote
+            interp = words[0]
+            fix = interpreter_fix(path, tgt)
+            if not os.path.isabs(interp):
+                problems[f"{path} names the interpreter {interp!r}, not an absolute path"] = fix
+            elif not os.path.exists(interp):
+                problems[f"{path} runs {interp}, which does not exist: devd and tinc ignore "
+                         "the failure, so failover stops"] = fix
+            elif not os.path.isfile(interp) or not os.access(interp, os.X_OK):
+                problems[f"{path} runs {interp}, which is not an executable file"] = fix
+            else:
+                probe = probe_argv(words, read_text_or_empty(path))
+                if probe is not None:
+                    probes.setdefault(tuple(probe), []).append(path)
+        runner = self.runner if self.runner is not None else Runner(
+            timeout=INTERPRETER_TIMEOUT)
+        ran: list[str] = []
+        for argv, paths in probes.items():
+            problem = run_probe(runner, list(argv))
+            shown = " ".join(shlex.quote(a) for a in argv)
+            if problem is None:
+                ran.append(shown)
+                continue
+            names = ", ".join(str(p) for p in paths)
+            problems[f"{shown} (the interpreter of {names}) {problem}"] = \
+                interpreter_fix(paths[0], tgt)
+        if problems:
+            self.add("interpreters", FAIL, "; ".join(problems),
+                     "; ".join(dict.fromkeys(problems.values())))
+        else:
+            self.add("interpreters", OK, "the hooks' interpreters run: " + (
+                ", ".join(ran) or "none to run"))
 
     # ------------------------------------------------------------------ files
     def _installed(self, tgt: Target,
@@ -292,7 +357,8 @@ class Doctor:
             self.add("devd rules", FAIL, f"cannot read the devd rules: {exc}",
                      "fix the file (devd refuses it too)")
             return
-        ours_path = KINDS["devd"].dest
+        ours_path = render.destination(KINDS["devd"], tgt.config, tgt.prefix)
+        self._check_devd_directory(tree, ours_path)
         try:
             our_action = devd.parse(render.render(tgt, "devd").text, "rendered").rules[0] \
                 .actions[0]
@@ -350,6 +416,18 @@ class Doctor:
                      "merge its action into one rule that also runs carp-event, or delete it "
                      "if carphooks replaces it (docs/walkthrough.md, 'Other CARP rules'), "
                      "then service devd restart")
+
+    def _check_devd_directory(self, tree: devd.DevdConfig, ours: str | None) -> None:
+        """FAIL when carphooks' rule lies outside every directory devd reads (a
+        ``--prefix`` that FreeBSD's /etc/devd.conf does not list)."""
+        if ours is None:
+            return
+        dirs = [d.rstrip("/") or "/" for d in (tree.directories or list(devd.DEFAULT_DIRS))]
+        if os.path.dirname(ours) not in dirs:
+            self.add("devd directory", FAIL, f"{ours} is not in a directory devd reads "
+                     f"({', '.join(dirs)}): the rule would never run",
+                     "carphooks install --prefix /usr/local (or the prefix of one of "
+                     "those directories), then service devd restart")
 
     def check_tinc(self, tgt: Target) -> None:
         config = tgt.config
@@ -669,6 +747,55 @@ def _template_priority() -> int:
     return rules[0].priority if rules else 0
 
 
+def shebang_words(line: str) -> list[str]:
+    """The interpreter and its arguments from a ``#!`` line (empty when there is none)."""
+    return line[2:].split() if line.startswith("#!") else []
+
+
+def read_text_or_empty(path: Path) -> str:
+    """A small script's text, or "" when it cannot be read."""
+    try:
+        return read_text(path, errors="replace")
+    except OSError:
+        return ""
+
+
+def probe_argv(words: list[str], script: str) -> list[str] | None:
+    """argv that proves the interpreter of a script runs, or None for an unknown kind.
+
+    A Python (``python``, ``python3.11``, also behind ``env``) imports the carphooks
+    module the script imports (so a Python without carphooks or its dependencies
+    fails too), else runs ``pass``; a shell runs ``:``."""
+    program = next((Path(w).name for w in reversed(words) if not w.startswith("-")), "")
+    if program.startswith("python"):
+        match = _ENTRY_RE.search(script)
+        return [*words, "-c", f"import {match.group(1)}" if match else "pass"]
+    if program in _SHELLS:
+        return [*words, "-c", ":"]
+    return None
+
+
+def run_probe(runner: Runner, argv: list[str]) -> str | None:
+    """Run one probe; None when it exited 0, else what went wrong (one line)."""
+    try:
+        result = runner.run(argv, mutating=False, check=False)
+    except CommandError as exc:  # not in a trusted place, timed out, killed
+        return f"does not run: {exc.stderr or f'exit status {exc.returncode}'}"
+    if result.returncode == 0:
+        return None
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return f"exits {result.returncode}" + (f": {lines[-1]}" if lines else "")
+
+
+def interpreter_fix(script: Path, tgt: Target) -> str:
+    """How to repair a hook whose interpreter is gone or broken."""
+    if script.parent == tgt.bindir:
+        return ("reinstall carphooks for the Python that exists now: pkg install -f "
+                "the carphooks package, or pip install --force-reinstall carphooks "
+                "with that python3; then carphooks install")
+    return "carphooks install"
+
+
 def _first_line(path: Path) -> str:
     try:
         head = read_bytes(path, limit=MAX_READ)[:200]
@@ -691,9 +818,10 @@ def _netifaces() -> list[str]:
 def run(config_path: Path, *, root: Path = Path("/"), host: str | None = None,
         bindir: str | None = None, interfaces: Callable[[], Iterable[str]] | None = None,
         sysctl: Callable[[str], int | None] | None = None,
-        osrelease: Callable[[], str | None] | None = None) -> Doctor:
+        osrelease: Callable[[], str | None] | None = None,
+        prefix: str | None = None) -> Doctor:
     """Run every check; inspect ``.checks``, ``.failed`` and ``.as_json()``."""
     doctor = Doctor(config_path=config_path, root=root, host=host, bindir=bindir,
-                    interfaces=interfaces, sysctl=sysctl, osrelease=osrelease)
+                    prefix=prefix, interfaces=interfaces, sysctl=sysctl, osrelease=osrelease)
     doctor.run()
     return doctor
