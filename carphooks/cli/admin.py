@@ -133,7 +133,7 @@ class _Group(click.Group):
 @click.group(cls=_Group, epilog=EXIT_CODES_HELP,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(None, "--version", "-V", package_name="carphooks",
-                      message="%(prog)s %(version)s")
+                      message="carphooks %(version)s")
 @common_options
 @click_option(HOST_OPTION)
 @click.pass_context
