@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -231,14 +232,21 @@ def test_render_hides_carp_passwords_unless_asked(tmp_path: Path) -> None:
     assert "would pass the literal text" in result.stdout and result.stderr == ""
 
 
-def test_bash_completion_of_the_console_script() -> None:
-    env = {**os.environ, "_CARPHOOKS_COMPLETE": "bash_complete",
-           "COMP_WORDS": "carphooks render rc", "COMP_CWORD": "2"}
+def test_completion_as_carphooks_8_documents_it() -> None:
+    man = (Path(__file__).resolve().parents[1] / "man" / "carphooks.8").read_text()
+    documented = [line.split("#")[0].strip() for line in man.splitlines()
+                  if "_CARPHOOKS_COMPLETE=" in line]
+    assert len(documented) == 3  # bash, zsh, fish
+    bash = shutil.which("bash")
+    assert bash is not None
+    env = {**os.environ, "PATH": f"{BINDIR}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([bash, "-c", f"{documented[0]}; complete -p carphooks"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "complete -o nosort -F _carphooks_completion carphooks"
+    env.update({"_CARPHOOKS_COMPLETE": "bash_complete", "COMP_WORDS": "carphooks render rc",
+                "COMP_CWORD": "2"})
     proc = subprocess.run([str(BINDIR / "carphooks")], env=env, capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["plain,rc.conf"]
-    env["_CARPHOOKS_COMPLETE"] = "bash_source"
-    proc = subprocess.run([str(BINDIR / "carphooks")], env=env, capture_output=True,
-                          text=True, timeout=30)
-    assert "complete -o nosort -F _carphooks_completion carphooks" in proc.stdout

@@ -64,13 +64,16 @@ def test_wheel_installs_them_under_the_prefix(dist: Path, tmp_path: Path) -> Non
     """What the port's installer (--prefix ${PREFIX}) and a system pip do."""
     (wheel,) = dist.glob("*.whl")
     prefix = tmp_path / "prefix"
+    # --ignore-installed: never uninstall the editable carphooks of the running venv
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                           "--no-index", "--prefix", str(prefix), str(wheel)],
+                           "--no-index", "--ignore-installed", "--prefix", str(prefix),
+                           str(wheel)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for installed, source in DATA.items():
         assert (prefix / installed).read_bytes() == (REPO / source).read_bytes(), installed
     assert (prefix / "bin" / "carp-event").is_file()
+    assert (Path(sys.executable).parent / "carp-event").is_file()  # the venv's, untouched
 
 
 # -- the port skeleton ----------------------------------------------------------------------
