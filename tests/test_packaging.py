@@ -151,3 +151,33 @@ def test_gnu_make_help_and_port_distfile(tmp_path: Path) -> None:
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert f"install -m 0644 dist/carphooks-{VERSION}.tar.gz {tmp_path}/" in proc.stdout
+
+
+# -- the README's FreeBSD quick start ---------------------------------------------------------
+
+def test_readme_quick_start_config_installs_and_checks(tmp_path: Path) -> None:
+    """The config of the quick start loads and renders a full install for each host."""
+    from carphooks import config as configmod
+    from carphooks.setup import install, render
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## FreeBSD quick start", 1)[1].split("\n## ", 1)[0]
+    toml = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert toml is not None
+    commands = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert commands is not None
+    for step in ("pkg install", "carphooks install", "service devd restart",
+                 "carphooks check"):
+        assert step in commands.group(1), step
+    password = tmp_path / "carphooks.pass"
+    password.write_text("0123456789abcdef\n")
+    password.chmod(0o600)
+    cfg = tmp_path / "carphooks.toml"
+    cfg.write_text(toml.group(1).replace("/usr/local/etc/carphooks.pass", str(password)))
+    cfg.chmod(0o600)
+    config = configmod.load(cfg)
+    assert [g.name for g in config.groups] == ["web"]
+    for host in config.nodes:
+        tgt = render.target(config, host=host, bindir="/usr/local/bin")
+        report = install.install(render.render_install_set(tgt), tmp_path / host)
+        assert {p.action for p in report.planned} == {"create"}
