@@ -250,3 +250,15 @@ def test_completion_as_carphooks_8_documents_it() -> None:
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["plain,rc.conf"]
+
+
+def test_probe_runs_only_the_interpreter() -> None:
+    script = "#!/x\nfrom carphooks.cli.hooks import carp_event_main\n"
+    assert check.probe_argv(["/usr/local/bin/python3.11"], script) == [
+        "/usr/local/bin/python3.11", "-c", "import carphooks.cli.hooks"]
+    assert check.probe_argv(["/usr/local/bin/python3.11", "-c", "evil()"], script) == [
+        "/usr/local/bin/python3.11", "-c", "import carphooks.cli.hooks"]
+    assert check.probe_argv(["/usr/bin/env", "python3"], "") == [
+        "/usr/bin/env", "python3", "-c", "pass"]
+    assert check.probe_argv(["/bin/sh", "-e"], "") == ["/bin/sh", "-c", ":"]
+    assert check.probe_argv(["/usr/bin/perl"], "") is None  # unknown: existence only

@@ -765,13 +765,15 @@ def probe_argv(words: list[str], script: str) -> list[str] | None:
 
     A Python (``python``, ``python3.11``, also behind ``env``) imports the carphooks
     module the script imports (so a Python without carphooks or its dependencies
-    fails too), else runs ``pass``; a shell runs ``:``."""
-    program = next((Path(w).name for w in reversed(words) if not w.startswith("-")), "")
+    fails too), else runs ``pass``; a shell runs ``:``. Options of the ``#!`` line
+    are left out: only the interpreter (and the program ``env`` names) runs."""
+    base = words[:2] if Path(words[0]).name == "env" and len(words) > 1 else words[:1]
+    program = Path(base[-1]).name
     if program.startswith("python"):
         match = _ENTRY_RE.search(script)
-        return [*words, "-c", f"import {match.group(1)}" if match else "pass"]
+        return [*base, "-c", f"import {match.group(1)}" if match else "pass"]
     if program in _SHELLS:
-        return [*words, "-c", ":"]
+        return [*base, "-c", ":"]
     return None
 
 
