@@ -140,7 +140,7 @@ def test_interpreters_ok_for_this_venv(cfg: Path, root: Path) -> None:
     do_install(cfg, root)
     (line,) = lines(doctor(cfg, root), "interpreters")
     assert line.startswith("OK   interpreters: ")
-    assert "-c 'import carphooks.cli.hooks'" in line
+    assert "-c 'import carphooks.cli.admin, carphooks.cli.hooks'" in line
     assert "/bin/sh -c :" in line  # the installed tinc scripts
 
 
@@ -170,8 +170,8 @@ def test_interpreter_that_fails_or_lacks_carphooks(cfg: Path, root: Path,
     do_install(cfg, root, bindir=bindir)
     (line,) = lines(doctor(cfg, root, bindir=bindir), "interpreters")
     assert line.startswith("FAIL interpreters: ")
-    assert (f"{fake} -c 'import carphooks.cli.hooks' (the interpreter of {bindir}/carp-event,"
-            in line)
+    assert (f"{fake} -c 'import carphooks.cli.admin, carphooks.cli.hooks' (the interpreter "
+            f"of {bindir}/carphooks, {bindir}/carp-event," in line)
     assert "exits 1: ModuleNotFoundError: No module named 'click'" in line
 
 
@@ -253,12 +253,16 @@ def test_completion_as_carphooks_8_documents_it() -> None:
 
 
 def test_probe_runs_only_the_interpreter() -> None:
-    script = "#!/x\nfrom carphooks.cli.hooks import carp_event_main\n"
-    assert check.probe_argv(["/usr/local/bin/python3.11"], script) == [
-        "/usr/local/bin/python3.11", "-c", "import carphooks.cli.hooks"]
-    assert check.probe_argv(["/usr/local/bin/python3.11", "-c", "evil()"], script) == [
-        "/usr/local/bin/python3.11", "-c", "import carphooks.cli.hooks"]
-    assert check.probe_argv(["/usr/bin/env", "python3"], "") == [
-        "/usr/bin/env", "python3", "-c", "pass"]
-    assert check.probe_argv(["/bin/sh", "-e"], "") == ["/bin/sh", "-c", ":"]
-    assert check.probe_argv(["/usr/bin/perl"], "") is None  # unknown: existence only
+    script = "#!/x\nimport sys\nfrom carphooks.cli.hooks import carp_event_main\n"
+    assert check.entry_module(script) == "carphooks.cli.hooks"
+    assert check.entry_module("#!/bin/sh\nexec /usr/local/bin/tinc-up\n") is None
+    py = "/usr/local/bin/python3.11"
+    assert check.interpreter_argv([py, "-c", "evil()"]) == [py]
+    assert check.interpreter_argv(["/usr/bin/env", "python3", "-E"]) == ["/usr/bin/env",
+                                                                        "python3"]
+    assert check.interpreter_argv(["/bin/sh", "-e"]) == ["/bin/sh"]
+    assert check.interpreter_argv(["/usr/bin/perl"]) is None  # unknown: existence only
+    assert check.probe_argv([py], ["carphooks.cli.admin", "carphooks.cli.hooks"]) == [
+        py, "-c", "import carphooks.cli.admin, carphooks.cli.hooks"]
+    assert check.probe_argv([py], []) == [py, "-c", "pass"]
+    assert check.probe_argv(["/bin/sh"], []) == ["/bin/sh", "-c", ":"]

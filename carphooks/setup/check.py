@@ -264,7 +264,8 @@ class Doctor:
             tinc_dir = under(self.root, str(tgt.config.tinc_dir))
             scripts += [tinc_dir / name for name in TINC_SCRIPTS]
         problems: dict[str, str] = {}  # problem -> fix
-        probes: dict[tuple[str, ...], list[Path]] = {}
+        # interpreter argv -> (scripts, modules they import): one run per interpreter
+        probes: dict[tuple[str, ...], tuple[list[Path], list[str]]] = {}
         for path in scripts:
             if not path.is_file():
                 continue  # missing scripts are reported by "binaries" and the tinc checks
@@ -281,14 +282,19 @@ class Doctor:
             elif not os.path.isfile(interp) or not os.access(interp, os.X_OK):
                 problems[f"{path} runs {interp}, which is not an executable file"] = fix
             else:
-                probe = probe_argv(words, read_text_or_empty(path))
-                if probe is not None:
-                    probes.setdefault(tuple(probe), []).append(path)
+                interp_argv = interpreter_argv(words)
+                if interp_argv is not None:
+                    paths, modules = probes.setdefault(tuple(interp_argv), ([], []))
+                    paths.append(path)
+                    module = entry_module(read_text_or_empty(path))
+                    if module is not None and module not in modules:
+                        modules.append(module)
         runner = self.runner if self.runner is not None else Runner(
             timeout=INTERPRETER_TIMEOUT)
         ran: list[str] = []
-        for argv, paths in probes.items():
-            problem = run_probe(runner, list(argv))
+        for interp_key, (paths, modules) in probes.items():
+            argv = probe_argv(list(interp_key), modules)
+            problem = run_probe(runner, argv)
             shown = " ".join(shlex.quote(a) for a in argv)
             if problem is None:
                 ran.append(shown)
@@ -760,21 +766,27 @@ def read_text_or_empty(path: Path) -> str:
         return ""
 
 
-def probe_argv(words: list[str], script: str) -> list[str] | None:
-    """argv that proves the interpreter of a script runs, or None for an unknown kind.
-
-    A Python (``python``, ``python3.11``, also behind ``env``) imports the carphooks
-    module the script imports (so a Python without carphooks or its dependencies
-    fails too), else runs ``pass``; a shell runs ``:``. Options of the ``#!`` line
-    are left out: only the interpreter (and the program ``env`` names) runs."""
+def interpreter_argv(words: list[str]) -> list[str] | None:
+    """The interpreter of a ``#!`` line to probe: a Python (``python3.11``, also behind
+    ``env``) or a shell, without the line's options; None for another kind (checked for
+    existence only, never run)."""
     base = words[:2] if Path(words[0]).name == "env" and len(words) > 1 else words[:1]
     program = Path(base[-1]).name
-    if program.startswith("python"):
-        match = _ENTRY_RE.search(script)
-        return [*base, "-c", f"import {match.group(1)}" if match else "pass"]
-    if program in _SHELLS:
+    return base if program.startswith("python") or program in _SHELLS else None
+
+
+def entry_module(script: str) -> str | None:
+    """The carphooks module a console script pip wrote imports its entry point from."""
+    match = _ENTRY_RE.search(script)
+    return match.group(1) if match else None
+
+
+def probe_argv(base: list[str], modules: list[str]) -> list[str]:
+    """argv proving an interpreter runs: a Python imports ``modules`` (so a Python
+    without carphooks or its dependencies fails too) or runs ``pass``; a shell ``:``."""
+    if not Path(base[-1]).name.startswith("python"):
         return [*base, "-c", ":"]
-    return None
+    return [*base, "-c", f"import {', '.join(modules)}" if modules else "pass"]
 
 
 def run_probe(runner: Runner, argv: list[str]) -> str | None:
