@@ -221,7 +221,17 @@ def test_render_hides_carp_passwords_unless_asked(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert "s3cret" not in result.stdout and "db.pass" not in result.stdout
         assert "pass ******** peer 10.0.0.12" in result.stdout
+        assert result.stdout.startswith("# CARP passwords are shown as ********; "
+                                        "--show-secrets prints them")
         assert "--show-secrets prints them" in result.stderr
+    # "render rc.conf > /etc/rc.conf.d/netif" is not the real file: check says so
+    netif = tmp_path / "root" / "etc" / "rc.conf.d" / "netif"
+    netif.parent.mkdir(parents=True)
+    netif.write_text(result.stdout)
+    netif.chmod(0o600)
+    doc = check.run(cfg, root=tmp_path / "root", host="hA", bindir="/usr/local/bin",
+                    interfaces=lambda: IFACES, sysctl=GOOD_SYSCTL.get)
+    assert [c.status for c in doc.checks if c.name == "rc.conf"] == [check.FAIL]
     result = CliRunner().invoke(cli.cli, [*base, *render_args, "--show-secrets"])
     assert result.exit_code == 0
     assert "pass s3cret peer 10.0.0.12" in result.stdout and "pass db.pass" in result.stdout

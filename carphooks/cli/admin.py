@@ -281,6 +281,8 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
 
 # -- set-up commands (render, install, check): below this line ----------------------------
 
+HIDDEN_NOTE = ("CARP passwords are shown as ********; --show-secrets prints them "
+               "(carphooks install writes the real file, mode 0600)")
 PREFIX_HELP = ("Install prefix of the devd, cron and syslog drop-ins (PREFIX/etc/devd, ...; "
                "default: the directory above bindir, or /usr/local for a virtualenv).")
 
@@ -320,11 +322,11 @@ def render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None,
                         prefix=prefix)
     text = render.render(tgt, kind).text
     shown = text if show_secrets else install.redact(text)
-    echo(shown, nl=False)
-    if shown != text:
+    if shown != text:  # a redirected copy says it is not the real file (check FAILs it too)
+        shown = f"# {HIDDEN_NOTE}: not usable as is\n{shown}"
         with contextlib.suppress(OSError, ValueError):
-            click.echo("note: CARP passwords are shown as ********; --show-secrets prints "
-                       "them", err=True)
+            click.echo(f"note: {HIDDEN_NOTE}", err=True)
+    echo(shown, nl=False)
     return 0
 
 
