@@ -1,5 +1,11 @@
 # carphooks — run `make help` for the targets.
-SHELL := /bin/bash
+# This file needs GNU make (gmake on FreeBSD). BSD make reads the define line
+# below as an assignment and stops at the .error; GNU make only stores the text.
+define BSD_MAKE_STOP :=
+.error this Makefile needs GNU make: on FreeBSD run "pkg install gmake", then "gmake help"
+endef
+# bash where it exists (Debian), else sh (FreeBSD has no /bin/bash).
+SHELL := $(firstword $(wildcard /bin/bash) /bin/sh)
 PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
 	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  2>/dev/null && { command -v $$p; break; }; done)
@@ -9,7 +15,7 @@ PREFIX ?= /usr/local
 MANDIR ?= $(PREFIX)/share/man
 # Debian packages the tests, the lab and the demo need (installed only when missing, as root).
 APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 tinc ucarp keepalived \
-	iputils-arping iputils-ping mandoc tcpdump
+	iputils-arping iputils-ping mandoc tcpdump bmake
 
 .PHONY: help deps venv check test test-fast lint bench demo lab-down install man clean
 
@@ -73,6 +79,20 @@ install:
 	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
 	install -m 0444 man/*.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0444 man/*.5 $(DESTDIR)$(MANDIR)/man5/
+
+# The FreeBSD port (port/sysutils/carphooks) builds from this checkout's sdist:
+# written to dist/ and copied to DISTDIR, where the ports framework looks for it.
+# Needs "build" and setuptools >= 77 (the dev venv has them; on FreeBSD:
+# pkg install py311-build py311-setuptools). See port/README.md.
+DISTDIR ?= /usr/ports/distfiles
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+PORT_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+.PHONY: port-distfile
+port-distfile:
+	$(PORT_PYTHON) -m build --sdist --no-isolation --outdir dist .
+	install -d $(DISTDIR)
+	install -m 0644 dist/carphooks-$(VERSION).tar.gz $(DISTDIR)/
+	@echo "next: cd port/sysutils/carphooks && make makesum && make install clean"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache out

@@ -131,6 +131,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, epilog=EXIT_CODES_HELP,
              context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(None, "--version", "-V", package_name="carphooks",
+                      message="carphooks %(version)s")
 @common_options
 @click_option(HOST_OPTION)
 @click.pass_context
@@ -293,6 +295,12 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
 
 # -- set-up commands (render, install, check): below this line ----------------------------
 
+HIDDEN_NOTE = ("CARP passwords are shown as ********; --show-secrets prints them "
+               "(carphooks install writes the real file, mode 0600)")
+PREFIX_HELP = ("Install prefix of the devd, cron and syslog drop-ins (PREFIX/etc/devd, ...; "
+               "default: the directory above bindir, or /usr/local for a virtualenv).")
+
+
 def _render_kinds() -> tuple[str, ...]:
     from carphooks.setup.render import KINDS
 
@@ -310,18 +318,29 @@ def _setup_config(opts: Options) -> configmod.Config:
               help="Render for this tinc node name.")
 @click.option("--bindir", metavar="DIR", help="Directory of the installed console scripts "
               "(default: config bindir, then the running interpreter's directory).")
+@click.option("--prefix", metavar="DIR", help=PREFIX_HELP)
+@click.option("--show-secrets", is_flag=True,
+              help="Print CARP passwords (rc.conf); they are shown as ******** otherwise.")
 @click.pass_obj
-def render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) -> int:
+def render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None,
+               prefix: str | None, show_secrets: bool) -> int:
     """Print template KIND filled in for a host.
 
     KIND is one of: devd, tinc-up, tinc-down, host-up, host-down, tinc.conf,
     rc.conf, sysctl.conf, cron, rc.d, syslog.conf, newsyslog.conf, ucarp-up, ucarp-down,
     keepalived-notify.
     """
-    from carphooks.setup import render
+    from carphooks.setup import install, render
 
-    tgt = render.target(_setup_config(opts), host=host or opts.host, bindir=bindir)
-    echo(render.render(tgt, kind).text, nl=False)
+    tgt = render.target(_setup_config(opts), host=host or opts.host, bindir=bindir,
+                        prefix=prefix)
+    text = render.render(tgt, kind).text
+    shown = text if show_secrets else install.redact(text)
+    if shown != text:  # a redirected copy says it is not the real file (check FAILs it too)
+        shown = f"# {HIDDEN_NOTE}: not usable as is\n{shown}"
+        with contextlib.suppress(OSError, ValueError):
+            click.echo(f"note: {HIDDEN_NOTE}", err=True)
+    echo(shown, nl=False)
     return 0
 
 
@@ -335,20 +354,22 @@ def render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) -
 @click.option("--host", "host", metavar="NAME", callback=_usage(check_host),
               help="Install for this tinc node name.")
 @click.option("--bindir", metavar="DIR", help="Directory of the installed console scripts.")
+@click.option("--prefix", metavar="DIR", help=PREFIX_HELP)
 @click.pass_obj
 def install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | None,
-                bindir: str | None) -> int:
+                bindir: str | None, prefix: str | None) -> int:
     """Write the devd rule, tinc scripts (or rc.conf lines), sysctl, cron and syslog files."""
     from pathlib import Path
 
     from carphooks.setup import install, render
 
     config = _setup_config(opts)
-    tgt = render.target(config, host=host or opts.host, bindir=bindir)
+    tgt = render.target(config, host=host or opts.host, bindir=bindir, prefix=prefix)
     dry = dry or opts.dry_run
     report = install.install(render.render_install_set(tgt), Path(root), force=force,
                              dry_run=dry)
-    echo(f"host {tgt.host}, topology {config.topology}, binaries in {tgt.bindir}:")
+    echo(f"host {tgt.host}, topology {config.topology}, binaries in {tgt.bindir}, "
+         f"prefix {tgt.prefix}:")
     for line in install.describe(report):
         echo(line)
     if report.changed or dry:
@@ -368,9 +389,10 @@ def install_cmd(opts: Options, dry: bool, root: str, force: bool, host: str | No
 @click.option("--host", "host", metavar="NAME", callback=_usage(check_host),
               help="Check as this tinc node name.")
 @click.option("--bindir", metavar="DIR", help="Directory of the installed console scripts.")
+@click.option("--prefix", metavar="DIR", help=PREFIX_HELP)
 @click.pass_obj
 def check_cmd(opts: Options, as_json: bool, root: str, host: str | None,
-              bindir: str | None) -> int:
+              bindir: str | None, prefix: str | None) -> int:
     """Check config, devd rule, tinc or rc.conf files, interfaces and sysctls.
 
     One line per check (OK, WARN or FAIL with the fix); exit 1 on any FAIL.
@@ -380,7 +402,7 @@ def check_cmd(opts: Options, as_json: bool, root: str, host: str | None,
     from carphooks.setup import check
 
     doctor = check.run(opts.config_path, root=Path(root), host=host or opts.host,
-                       bindir=bindir)
+                       bindir=bindir, prefix=prefix)
     if as_json:
         echo(json.dumps(doctor.as_json(), indent=2))
     else:

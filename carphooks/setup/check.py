@@ -9,6 +9,8 @@ FreeBSD ``sysctl -n``), both injectable for tests.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import stat
 import sys
 from collections.abc import Callable, Iterable
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from carphooks import config as configmod
 from carphooks.config import Config
-from carphooks.errors import CarphooksError, ConfigError
+from carphooks.errors import CarphooksError, CommandError, ConfigError
+from carphooks.runner import Runner
 from carphooks.setup import devd, render
 from carphooks.setup.devd import under
 from carphooks.setup.render import KINDS, Target
@@ -30,6 +33,10 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CARP_TYPES = ("MASTER", "BACKUP", "INIT")
 TINC_SCRIPTS = ("tinc-up", "tinc-down", "host-up", "host-down")
 MAX_READ = 1 << 20  # bytes: no file check reads more
+INTERPRETER_TIMEOUT = 10.0  # seconds for one "INTERPRETER -c ..." probe
+# the module a console script pip wrote imports its entry point from
+_ENTRY_RE = re.compile(r"^from\s+(carphooks(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s+import\s", re.M)
+_SHELLS = ("sh", "bash", "dash", "ksh", "mksh", "zsh")
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"),
           (stat.S_ISSOCK, "a socket"))
@@ -103,9 +110,11 @@ class Doctor:
     root: Path = Path("/")
     host: str | None = None
     bindir: str | None = None
+    prefix: str | None = None  # install prefix of the drop-ins (render.resolve_prefix)
     interfaces: Callable[[], Iterable[str]] | None = None
     sysctl: Callable[[str], int | None] | None = None
     osrelease: Callable[[], str | None] | None = None  # kern.osrelease (default: backend)
+    runner: Runner | None = None  # runs the interpreter probes (default: a Runner)
     backend_name: str | None = None
     checks: list[Check] = field(default_factory=list)
 
@@ -129,6 +138,7 @@ class Doctor:
         tgt = self.check_target(config)
         if tgt is not None:
             self.check_binaries(tgt)
+            self.check_interpreters(tgt)
             self.check_devd(tgt)
             if config.topology == "tinc":
                 self.check_tinc(tgt)
@@ -203,7 +213,8 @@ class Doctor:
 
     def check_target(self, config: Config) -> Target | None:
         try:
-            tgt = render.target(config, host=self.host, bindir=self.bindir)
+            tgt = render.target(config, host=self.host, bindir=self.bindir,
+                                prefix=self.prefix)
         except CarphooksError as exc:
             self.add("host", FAIL, str(exc), "pass --host NAME (the tinc node name)")
             return None
@@ -237,6 +248,66 @@ class Doctor:
         else:
             self.add("binaries", OK, f"console scripts in {tgt.bindir} (absolute, "
                                      f"python {sys.executable})")
+
+    # ------------------------------------------------------------------ interpreters
+    def check_interpreters(self, tgt: Target) -> None:
+        """Every installed hook's ``#!`` interpreter exists and runs.
+
+        pip writes the interpreter's absolute path into the console scripts, and devd
+        and tinc ignore a hook's failure: when the ports' default Python moves on and
+        the old one is removed, failover stops without a word. Each distinct
+        interpreter is run once through the runner (argv only, bounded in time): a
+        Python imports the module its console script imports, a shell runs ``:``.
+        """
+        scripts = [tgt.bindir / name for name in render.CONSOLE_SCRIPTS]
+        if tgt.config.topology == "tinc":
+            tinc_dir = under(self.root, str(tgt.config.tinc_dir))
+            scripts += [tinc_dir / name for name in TINC_SCRIPTS]
+        problems: dict[str, str] = {}  # problem -> fix
+        # interpreter argv -> (scripts, modules they import): one run per interpreter
+        probes: dict[tuple[str, ...], tuple[list[Path], list[str]]] = {}
+        for path in scripts:
+            if not path.is_file():
+                continue  # missing scripts are reported by "binaries" and the tinc checks
+            words = shebang_words(_first_line(path))
+            if not words:
+                continue  # no "#!": nothing pip or carphooks wrote
+            interp = words[0]
+            fix = interpreter_fix(path, tgt)
+            if not os.path.isabs(interp):
+                problems[f"{path} names the interpreter {interp!r}, not an absolute path"] = fix
+            elif not os.path.exists(interp):
+                problems[f"{path} runs {interp}, which does not exist: devd and tinc ignore "
+                         "the failure, so failover stops"] = fix
+            elif not os.path.isfile(interp) or not os.access(interp, os.X_OK):
+                problems[f"{path} runs {interp}, which is not an executable file"] = fix
+            else:
+                interp_argv = interpreter_argv(words)
+                if interp_argv is not None:
+                    paths, modules = probes.setdefault(tuple(interp_argv), ([], []))
+                    paths.append(path)
+                    module = entry_module(read_text_or_empty(path))
+                    if module is not None and module not in modules:
+                        modules.append(module)
+        runner = self.runner if self.runner is not None else Runner(
+            timeout=INTERPRETER_TIMEOUT)
+        ran: list[str] = []
+        for interp_key, (paths, modules) in probes.items():
+            argv = probe_argv(list(interp_key), modules)
+            problem = run_probe(runner, argv)
+            shown = " ".join(shlex.quote(a) for a in argv)
+            if problem is None:
+                ran.append(shown)
+                continue
+            names = ", ".join(str(p) for p in paths)
+            problems[f"{shown} (the interpreter of {names}) {problem}"] = \
+                interpreter_fix(paths[0], tgt)
+        if problems:
+            self.add("interpreters", FAIL, "; ".join(problems),
+                     "; ".join(dict.fromkeys(problems.values())))
+        else:
+            self.add("interpreters", OK, "the hooks' interpreters run: " + (
+                ", ".join(ran) or "none to run"))
 
     # ------------------------------------------------------------------ files
     def _installed(self, tgt: Target,
@@ -292,7 +363,8 @@ class Doctor:
             self.add("devd rules", FAIL, f"cannot read the devd rules: {exc}",
                      "fix the file (devd refuses it too)")
             return
-        ours_path = KINDS["devd"].dest
+        ours_path = render.destination(KINDS["devd"], tgt.config, tgt.prefix)
+        self._check_devd_directory(tree, ours_path)
         try:
             our_action = devd.parse(render.render(tgt, "devd").text, "rendered").rules[0] \
                 .actions[0]
@@ -350,6 +422,18 @@ class Doctor:
                      "merge its action into one rule that also runs carp-event, or delete it "
                      "if carphooks replaces it (docs/walkthrough.md, 'Other CARP rules'), "
                      "then service devd restart")
+
+    def _check_devd_directory(self, tree: devd.DevdConfig, ours: str | None) -> None:
+        """FAIL when carphooks' rule lies outside every directory devd reads (a
+        ``--prefix`` that FreeBSD's /etc/devd.conf does not list)."""
+        if ours is None:
+            return
+        dirs = [d.rstrip("/") or "/" for d in (tree.directories or list(devd.DEFAULT_DIRS))]
+        if os.path.dirname(ours) not in dirs:
+            self.add("devd directory", FAIL, f"{ours} is not in a directory devd reads "
+                     f"({', '.join(dirs)}): the rule would never run",
+                     "carphooks install --prefix /usr/local (or the prefix of one of "
+                     "those directories), then service devd restart")
 
     def check_tinc(self, tgt: Target) -> None:
         config = tgt.config
@@ -669,6 +753,63 @@ def _template_priority() -> int:
     return rules[0].priority if rules else 0
 
 
+def shebang_words(line: str) -> list[str]:
+    """The interpreter and its arguments from a ``#!`` line (empty when there is none)."""
+    return line[2:].split() if line.startswith("#!") else []
+
+
+def read_text_or_empty(path: Path) -> str:
+    """A small script's text, or "" when it cannot be read."""
+    try:
+        return read_text(path, errors="replace")
+    except OSError:
+        return ""
+
+
+def interpreter_argv(words: list[str]) -> list[str] | None:
+    """The interpreter of a ``#!`` line to probe: a Python (``python3.11``, also behind
+    ``env``) or a shell, without the line's options; None for another kind (checked for
+    existence only, never run)."""
+    base = words[:2] if Path(words[0]).name == "env" and len(words) > 1 else words[:1]
+    program = Path(base[-1]).name
+    return base if program.startswith("python") or program in _SHELLS else None
+
+
+def entry_module(script: str) -> str | None:
+    """The carphooks module a console script pip wrote imports its entry point from."""
+    match = _ENTRY_RE.search(script)
+    return match.group(1) if match else None
+
+
+def probe_argv(base: list[str], modules: list[str]) -> list[str]:
+    """argv proving an interpreter runs: a Python imports ``modules`` (so a Python
+    without carphooks or its dependencies fails too) or runs ``pass``; a shell ``:``."""
+    if not Path(base[-1]).name.startswith("python"):
+        return [*base, "-c", ":"]
+    return [*base, "-c", f"import {', '.join(modules)}" if modules else "pass"]
+
+
+def run_probe(runner: Runner, argv: list[str]) -> str | None:
+    """Run one probe; None when it exited 0, else what went wrong (one line)."""
+    try:
+        result = runner.run(argv, mutating=False, check=False)
+    except CommandError as exc:  # not in a trusted place, timed out, killed
+        return f"does not run: {exc.stderr or f'exit status {exc.returncode}'}"
+    if result.returncode == 0:
+        return None
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return f"exits {result.returncode}" + (f": {lines[-1]}" if lines else "")
+
+
+def interpreter_fix(script: Path, tgt: Target) -> str:
+    """How to repair a hook whose interpreter is gone or broken."""
+    if script.parent == tgt.bindir:
+        return ("reinstall carphooks for the Python that exists now: pkg install -f "
+                "the carphooks package, or pip install --force-reinstall carphooks "
+                "with that python3; then carphooks install")
+    return "carphooks install"
+
+
 def _first_line(path: Path) -> str:
     try:
         head = read_bytes(path, limit=MAX_READ)[:200]
@@ -691,9 +832,10 @@ def _netifaces() -> list[str]:
 def run(config_path: Path, *, root: Path = Path("/"), host: str | None = None,
         bindir: str | None = None, interfaces: Callable[[], Iterable[str]] | None = None,
         sysctl: Callable[[str], int | None] | None = None,
-        osrelease: Callable[[], str | None] | None = None) -> Doctor:
+        osrelease: Callable[[], str | None] | None = None,
+        prefix: str | None = None) -> Doctor:
     """Run every check; inspect ``.checks``, ``.failed`` and ``.as_json()``."""
     doctor = Doctor(config_path=config_path, root=root, host=host, bindir=bindir,
-                    interfaces=interfaces, sysctl=sysctl, osrelease=osrelease)
+                    prefix=prefix, interfaces=interfaces, sysctl=sysctl, osrelease=osrelease)
     doctor.run()
     return doctor

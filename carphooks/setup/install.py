@@ -64,8 +64,11 @@ class Report:
 
 
 def redact(text: str) -> str:
-    """Hide CARP passwords (``pass SECRET``) in text shown on screen."""
-    return _SECRET_RE.sub(lambda m: m.group(1) + REDACTED, text)
+    """Hide CARP passwords (``pass SECRET``) in text shown on screen; comment lines
+    (prose such as "would pass the literal text") are left as they are."""
+    return "".join(line if line.lstrip().startswith("#")
+                   else _SECRET_RE.sub(lambda m: m.group(1) + REDACTED, line)
+                   for line in text.splitlines(keepends=True))
 
 
 def plan(files: list[Rendered], root: Path, *, force: bool = False) -> list[Planned]:
@@ -203,6 +206,7 @@ def next_steps(report: Report, netname: str, topology: str,
                interfaces: list[str]) -> list[str]:
     """What the admin runs next, for what changed."""
     kinds = {p.rendered.kind.name for p in report.changed}
+    dests = {p.rendered.kind.name: p.rendered.dest for p in report.planned}
     steps: list[str] = []
     if "devd" in kinds:
         steps.append("service devd restart    # devd has no reload; it reads rules at start")
@@ -211,22 +215,23 @@ def next_steps(report: Report, netname: str, topology: str,
         steps.append("sysctl -f /etc/sysctl.conf.local    # preempt and GARP repeats, now")
     if kinds & {"tinc-up", "tinc-down", "host-up", "host-down", "tinc.conf"}:
         steps.append(f"sysrc tincd_enable=YES tincd_cfg={netname}")
+        conf = dests.get("tinc.conf")
+        tinc_dir = os.path.dirname(conf) if conf else f"<tinc directory of {netname}>"
         steps.append(f"tincd -n {netname} -K    # once per node; then copy every "
-                     f"/usr/local/etc/tinc/{netname}/hosts/NAME (Address = public IP, key) "
-                     "to all nodes")
+                     f"{tinc_dir}/hosts/NAME (Address = public IP, key) to all nodes")
         steps.append("service tincd restart   # tinc-up configures CARP on the tap")
     if "rc.conf" in kinds and topology == "unicast":
         for ifname in interfaces:
             steps.append(f"service netif restart {ifname}   # creates the vhids (drops "
                          f"{ifname}'s addresses briefly; or reboot)")
     if "cron" in kinds:
-        steps.append("# cron picks up /usr/local/etc/cron.d/carphooks within a minute")
+        steps.append(f"# cron picks up {dests['cron']} within a minute")
     if "rc.d" in kinds:
         steps.append("sysrc carphooks_enable=YES && service carphooks start   # health "
                      "checks and a reconcile loop (optional: cron reconciles without it)")
     if kinds & {"syslog.conf", "newsyslog.conf"}:
         steps.append(f"newsyslog -CN {SYSLOG_FILE}   # creates it: syslogd writes only to "
                      "existing files")
-        steps.append("service syslogd reload   # reads /usr/local/etc/syslog.d/carphooks.conf")
+        steps.append(f"service syslogd reload   # reads {dests.get('syslog.conf')}")
     steps.append("carphooks check && carphooks status")
     return steps

@@ -35,6 +35,14 @@ SYSLOG_FILE = "/var/log/carphooks.log"
 CONSOLE_SCRIPTS = ("carphooks", "carp-event", "tinc-up", "tinc-down", "tinc-host-up",
                    "tinc-host-down")
 TOPOLOGIES = ("tinc", "unicast")
+# Where FreeBSD's base system reads local drop-ins: /etc/devd.conf lists the
+# directory /usr/local/etc/devd (sbin/devd/devd.conf), /etc/syslog.conf includes
+# /usr/local/etc/syslog.d (usr.sbin/syslogd/syslog.conf), /etc/newsyslog.conf
+# includes /usr/local/etc/newsyslog.conf.d (usr.sbin/newsyslog/newsyslog.conf) and
+# cron reads /usr/local/etc/cron.d (usr.sbin/cron/cron/pathnames.h LOCALSYSCRONTABS,
+# database.c load_database). The prefix of a
+# virtualenv is none of these, so a virtualenv install renders for this one.
+LOCALBASE = Path("/usr/local")
 
 
 class RenderError(CarphooksError):
@@ -48,7 +56,7 @@ class Kind:
     name: str  # what ``carphooks render KIND`` takes
     package: str  # resource package holding the template
     resource: str  # template file name
-    dest: str | None  # install path ({tincdir} filled in); None: render only
+    dest: str | None  # install path ({tincdir}, {prefix} filled in); None: render only
     mode: int
     topologies: tuple[str, ...] = TOPOLOGIES
     script: bool = False
@@ -59,9 +67,10 @@ _DEVD = "carphooks.data.devd"
 _HOOKS = "carphooks.data.hooks"
 _TPL = "carphooks.data.templates"
 TINC_DIR = "{tincdir}"
+PREFIX = "{prefix}"
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("devd", _DEVD, "carphooks.conf", "/usr/local/etc/devd/carphooks.conf", 0o644),
+    Kind("devd", _DEVD, "carphooks.conf", f"{PREFIX}/etc/devd/carphooks.conf", 0o644),
     Kind("tinc-up", _HOOKS, "tinc-up", f"{TINC_DIR}/tinc-up", 0o755, ("tinc",), script=True),
     Kind("tinc-down", _HOOKS, "tinc-down", f"{TINC_DIR}/tinc-down", 0o755, ("tinc",),
          script=True),
@@ -71,16 +80,16 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("tinc.conf", _TPL, "tinc.conf", f"{TINC_DIR}/tinc.conf", 0o644, ("tinc",)),
     Kind("rc.conf", _TPL, "rc.conf", "/etc/rc.conf.d/netif", 0o600, ("unicast",)),
     Kind("sysctl.conf", _TPL, "sysctl.conf", "/etc/sysctl.conf.local", 0o644),
-    Kind("cron", _TPL, "cron", "/usr/local/etc/cron.d/carphooks", 0o644, hidden_backup=True),
+    Kind("cron", _TPL, "cron", f"{PREFIX}/etc/cron.d/carphooks", 0o644, hidden_backup=True),
     # The watch loop (health checks, periodic reconcile) under daemon(8); off until
-    # carphooks_enable=YES.
-    Kind("rc.d", _TPL, "rc.d", "/usr/local/etc/rc.d/carphooks", 0o755, script=True),
+    # carphooks_enable=YES. rc(8) reads local scripts from ${LOCALBASE}/etc/rc.d.
+    Kind("rc.d", _TPL, "rc.d", f"{PREFIX}/etc/rc.d/carphooks", 0o755, script=True),
     # syslogd reads only *.conf of syslog.d; older newsyslog.conf includes every
     # name of newsyslog.conf.d (glob "*", which skips dot files): hide the backups.
-    Kind("syslog.conf", _TPL, "syslog.conf", "/usr/local/etc/syslog.d/carphooks.conf", 0o644,
+    Kind("syslog.conf", _TPL, "syslog.conf", f"{PREFIX}/etc/syslog.d/carphooks.conf", 0o644,
          hidden_backup=True),
     Kind("newsyslog.conf", _TPL, "newsyslog.conf",
-         "/usr/local/etc/newsyslog.conf.d/carphooks.conf", 0o644, hidden_backup=True),
+         f"{PREFIX}/etc/newsyslog.conf.d/carphooks.conf", 0o644, hidden_backup=True),
     # Adapters for userland CARP/VRRP daemons (hooks/ of the lab); render only.
     Kind("ucarp-up", _HOOKS, "ucarp-up", None, 0o755, script=True),
     Kind("ucarp-down", _HOOKS, "ucarp-down", None, 0o755, script=True),
@@ -96,6 +105,7 @@ class Target:
     host: str
     bindir: Path
     config_path: Path
+    prefix: Path = LOCALBASE  # where the devd, cron and syslog drop-ins go ({prefix}/etc/...)
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,27 @@ def resolve_bindir(config: Config, explicit: str | os.PathLike[str] | None = Non
     return path
 
 
+def resolve_prefix(bindir: Path, explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The install prefix the drop-ins (``PREFIX/etc/devd``, ``etc/cron.d``, ...) go under.
+
+    ``--prefix``; else the directory above the console scripts' directory when that is
+    named ``bin`` (the port's ``${PREFIX}``, ``pip install --prefix DIR``, a system
+    ``pip install``), so config ``bindir`` moves it too; else (a virtualenv, whose
+    directory FreeBSD's daemons never read, or a ``bindir`` not named ``bin``)
+    :data:`LOCALBASE`.
+    """
+    if explicit:
+        path = Path(explicit)
+        if not path.is_absolute():
+            raise UsageError(f"--prefix {str(path)!r} is not an absolute path")
+    elif bindir.name == "bin" and not (bindir.parent / "pyvenv.cfg").is_file():
+        path = bindir.parent
+    else:
+        path = LOCALBASE
+    _safe(str(path), "prefix")
+    return Path(os.path.normpath(path))
+
+
 def _safe(value: str, what: str) -> str:
     if not SAFE_RE.fullmatch(value):
         raise RenderError(f"{what} {value!r} holds characters that are unsafe in a shell "
@@ -203,14 +234,16 @@ def _safe(value: str, what: str) -> str:
 def target(config: Config, *, host: str | None = None,
            bindir: str | os.PathLike[str] | None = None,
            config_path: str | os.PathLike[str] | None = None,
-           environ: Mapping[str, str] | None = None, hostname: str | None = None) -> Target:
-    """Resolve host, bindir and the config path written into hooks."""
+           environ: Mapping[str, str] | None = None, hostname: str | None = None,
+           prefix: str | os.PathLike[str] | None = None) -> Target:
+    """Resolve host, bindir, install prefix and the config path written into hooks."""
     path = Path(config_path) if config_path is not None else config.path
     path = path if path.is_absolute() else Path(os.path.abspath(path))
     _safe(str(path), "config path")
+    scripts = resolve_bindir(config, bindir)
     return Target(config=config,
                   host=resolve_host(config, host, environ=environ, hostname=hostname),
-                  bindir=resolve_bindir(config, bindir), config_path=path)
+                  bindir=scripts, config_path=path, prefix=resolve_prefix(scripts, prefix))
 
 
 # -- per-kind values ---------------------------------------------------------------------------
@@ -305,6 +338,8 @@ def values(tgt: Target, kind: Kind) -> dict[str, str]:
         "LOG_TAG": config.log_tag,
         "SYSLOG_FILE": SYSLOG_FILE,
         "MARKER": MARKER,
+        "PREFIX": str(tgt.prefix),
+        "DEST": destination(kind, config, tgt.prefix) or "-",
     }
     if "INTERFACE" in used:
         result["INTERFACE"] = _safe(tinc_interface(config), "interface")
@@ -325,9 +360,12 @@ def kind_named(name: str) -> Kind:
         raise UsageError(f"unknown template {name!r} (one of {', '.join(KINDS)})") from None
 
 
-def destination(kind: Kind, config: Config) -> str | None:
-    """Where ``carphooks install`` puts ``kind`` on the host."""
-    return kind.dest.format(tincdir=config.tinc_dir) if kind.dest else None
+def destination(kind: Kind, config: Config, prefix: Path = LOCALBASE) -> str | None:
+    """Where ``carphooks install`` puts ``kind`` on the host (``prefix``: see
+    :func:`resolve_prefix`)."""
+    if not kind.dest:
+        return None
+    return kind.dest.format(tincdir=config.tinc_dir, prefix=str(prefix).rstrip("/"))
 
 
 def render(tgt: Target, kind: Kind | str) -> Rendered:
@@ -339,7 +377,8 @@ def render(tgt: Target, kind: Kind | str) -> Rendered:
         raise UsageError(f"{k.name} is for topology = \"{other}\"; {config.path} has "
                          f"topology = \"{config.topology}\"")
     text = substitute(template_text(k), values(tgt, k), source=k.resource)
-    return Rendered(kind=k, host=tgt.host, text=text, dest=destination(k, config), mode=k.mode)
+    return Rendered(kind=k, host=tgt.host, text=text, dest=destination(k, config, tgt.prefix),
+                    mode=k.mode)
 
 
 def install_set(config: Config) -> list[Kind]:
