@@ -259,7 +259,7 @@ def test_completion_as_carphooks_8_documents_it() -> None:
     proc = subprocess.run([str(BINDIR / "carphooks")], env=env, capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["plain,rc.conf"]
+    assert proc.stdout.split() == ["plain,rc.conf", "plain,rc.d"]
 
 
 def test_probe_runs_only_the_interpreter() -> None:
