@@ -189,6 +189,7 @@ class Scenario:
     checker: str | None = None  # who runs the health check of the lab service
     hold: float = HOLD  # seconds between the fault and its repair
     sets: tuple[str, ...] = ("bare", "carphooks")  # hook sets the scenario applies to
+    final: str | None = None  # the master the scenario must end with (None: any)
 
 
 def _maintenance(lab: Lab, on: bool) -> None:
@@ -302,6 +303,7 @@ SCENARIOS: dict[str, Scenario] = {
             checker="carphooks",
             hold=HEALTH_HOLD,
             sets=("carphooks",),
+            final="hA",  # preemption: hA takes its address back once healthy
         ),
         Scenario(
             "health-keepalived",
@@ -312,6 +314,7 @@ SCENARIOS: dict[str, Scenario] = {
             checker="keepalived",
             hold=HEALTH_HOLD,
             sets=("carphooks",),
+            final="hA",  # preemption: hA takes its address back once healthy
         ),
         Scenario(
             "manual-del",
@@ -352,7 +355,7 @@ def run_scenario(lab: Lab, v: View, sc: Scenario, hookset: str) -> dict[str, Any
         time.sleep(max(0.0, t_fault + sc.hold - time.time()))
         t_repair = time.time()
         sc.repair(lab)
-    final = wait_steady(lab, v, None, SETTLE_MAX, SETTLE_MIN)
+    final = wait_steady(lab, v, sc.final, SETTLE_MAX, SETTLE_MIN)
     t_end = time.time()
     if not final:
         note.append(f"no steady state {SETTLE_MAX:.0f} s after the last action")

@@ -41,7 +41,11 @@ VHID = 1
 # vrrp_script with the same interval, timeout, fall, rise and weight.
 SVC_PORT = 8080
 SVC_PATH = "/name"
-CHECK = {"interval": 1, "timeout": 1, "fall": 2, "rise": 2, "weight": 60}
+# keepalived takes whole seconds (vrrp_parser.c vrrp_vscript_timeout_handler: at least
+# 1) while carphooks wants the timeout below the interval: carphooks and curl give up
+# after 0.9 s, keepalived's own timeout (a backstop behind curl's) is 1 s.
+CHECK = {"interval": 1, "timeout": 0.9, "fall": 2, "rise": 2, "weight": 60}
+KEEPALIVED_SCRIPT_TIMEOUT = 1
 CHECKERS = ("carphooks", "keepalived")
 NETNAME = "carp"
 HOSTS: dict[str, dict[str, Any]] = {
@@ -451,6 +455,7 @@ topology = "tinc"
 quorum = "majority"
 lock_timeout = 5.0
 demotion_file = "{self.hdir(h) / "demotion"}"
+{"reconcile_interval = 1.0" if self.st.get("checker") == "carphooks" else ""}
 
 [tinc]
 netname = "{NETNAME}"
@@ -625,7 +630,7 @@ vrrp_track_file carphooks_demotion {{
         return f"""vrrp_script chk_web {{
     script "{" ".join(keepalived_check_argv())}"
     interval {CHECK["interval"]}
-    timeout {CHECK["timeout"]}
+    timeout {KEEPALIVED_SCRIPT_TIMEOUT}
     fall {CHECK["fall"]}
     rise {CHECK["rise"]}
     weight -{CHECK["weight"]}
