@@ -109,20 +109,19 @@ def health(results: list[dict[str, Any]]) -> str:
     run (carphooks' [[check]] vs keepalived's track_script)."""
     from .topo import CHECK
 
-    hdr = ("| run | checker | service outage v4 ms (failover / failback) | v6 ms "
+    hdr = ("| run | scenario | checker | service outage v4 ms (failover / failback) | v6 ms "
            "| served by a peer at s | back on hA s after restart | two-holder samples "
            "| final master |")
     lines = [f"checks: interval {CHECK['interval']} s, timeout {CHECK['timeout']} s, fall "
              f"{CHECK['fall']}, rise {CHECK['rise']}, weight {CHECK['weight']}", "",
-             hdr, "|" + "---|" * 8]
+             hdr, "|" + "---|" * 9]
     for r in results:
         sv = r.get("svc")
         if not sv:
             continue
-        checker = ("carphooks watch" if r["scenario"] == "health"
-                   else "keepalived track_script" if r["scenario"] == "health-keepalived"
-                   else r["scenario"])
-        lines.append(f"| {r.get('run', 1)} | {checker} | {_svc_outage(sv, 4)} | "
+        checker = {"carphooks": "carphooks watch",
+                   "keepalived": "keepalived track_script"}.get(r.get("checker") or "", "?")
+        lines.append(f"| {r.get('run', 1)} | {r['scenario']} | {checker} | {_svc_outage(sv, 4)} | "
                      f"{_svc_outage(sv, 6)} | {sv['peer_at4']} ({sv['peer4']}) | "
                      f"{sv['back_at4']} | {r['two_holder_samples']} | "
                      f"{r['final_master'] or 'none'} |")

@@ -217,12 +217,30 @@ MASTER_DOWN = 3 * ADVERT + (256 - 200) / 256 * ADVERT  # hB (priority 200) takin
 HEALTH_HOLD = 10.0  # > fall x interval + MASTER_DOWN + the address move
 
 
-def _service(lab: Lab, on: bool) -> None:
-    """Stop (SIGTERM) or start hA's service; the checks notice it."""
-    if on:
-        lab.start_service("hA")
-    else:
+def _service(lab: Lab, broken: bool) -> None:
+    """Stop (SIGTERM) or start again hA's service."""
+    if broken:
         lab.stop("svc-hA")
+    else:
+        lab.start_service("hA")
+
+
+def _hang(lab: Lab, broken: bool) -> None:
+    """Freeze (SIGSTOP) or thaw (SIGCONT) hA's service: the kernel still accepts
+    connections, nothing answers, so every check runs into its timeout."""
+    lab.send("svc-hA", signal.SIGSTOP if broken else signal.SIGCONT)
+
+
+def _health(name: str, what: str, fault: Callable[[Lab, bool], None], checker: str,
+            ) -> Scenario:
+    by = "carphooks watch" if checker == "carphooks" else "keepalived track_script"
+    return Scenario(
+        name, f"hA's service {what}, back after {HEALTH_HOLD:.0f} s; checked by {by}",
+        lambda lab: fault(lab, True),
+        lambda lab: fault(lab, False),
+        daemon="keepalived", checker=checker, hold=HEALTH_HOLD, sets=("carphooks",),
+        final="hA",  # preemption: hA takes its address back once healthy
+    )
 
 
 def _cut(lab: Lab, host: str, peers: tuple[str, ...], on: bool) -> None:
@@ -294,28 +312,10 @@ SCENARIOS: dict[str, Scenario] = {
             lambda lab: _maintenance(lab, False),
             daemon="keepalived",
         ),
-        Scenario(
-            "health",
-            "hA's service stopped, started after 10 s; checked by carphooks watch",
-            lambda lab: _service(lab, False),
-            lambda lab: _service(lab, True),
-            daemon="keepalived",
-            checker="carphooks",
-            hold=HEALTH_HOLD,
-            sets=("carphooks",),
-            final="hA",  # preemption: hA takes its address back once healthy
-        ),
-        Scenario(
-            "health-keepalived",
-            "hA's service stopped, started after 10 s; checked by keepalived track_script",
-            lambda lab: _service(lab, False),
-            lambda lab: _service(lab, True),
-            daemon="keepalived",
-            checker="keepalived",
-            hold=HEALTH_HOLD,
-            sets=("carphooks",),
-            final="hA",  # preemption: hA takes its address back once healthy
-        ),
+        _health("health", "stopped", _service, "carphooks"),
+        _health("health-keepalived", "stopped", _service, "keepalived"),
+        _health("health-hang", "frozen (SIGSTOP)", _hang, "carphooks"),
+        _health("health-hang-keepalived", "frozen (SIGSTOP)", _hang, "keepalived"),
         Scenario(
             "manual-del",
             "the floating address deleted by hand on the master",
@@ -365,6 +365,7 @@ def run_scenario(lab: Lab, v: View, sc: Scenario, hookset: str) -> dict[str, Any
     res["quorum_lost"] = sorted({host for t, host, msg in res["timeline"]["syslog"]
                                  if 0 <= t < until and "quorum lost" in msg})
     res.update(scenario=sc.name, title=sc.title, set=hookset, final_master=final, notes=note,
+               checker=sc.checker,
                mesh={"complete": mesh_ok, "waited_s": mesh_wait, "missing": missing})
     if not final:
         reset(lab, v, note)
