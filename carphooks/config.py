@@ -118,6 +118,52 @@ class Host:
     mac: str
 
 
+# -- health checks ([[check]]) -------------------------------------------------------------
+
+CHECK_TYPES = ("command", "tcp", "http")
+CHECK_NAME_RE = re.compile(r"[a-z0-9_-]{1,32}")
+DEFAULT_RECONCILE_INTERVAL = 10.0
+MIN_INTERVAL = 0.5  # seconds (checks and the watch loop's reconcile)
+MAX_INTERVAL = 86400.0
+MAX_CHECK_INTERVAL = 3600.0
+MAX_ARG = 4096  # bytes of one argv element of a command check
+
+
+@dataclass(frozen=True)
+class Check:
+    """One health check: what it probes, how often, and the CARP demotion it adds while
+    it fails (after ``fall`` failures in a row, until ``rise`` successes in a row)."""
+
+    name: str
+    type: str  # one of CHECK_TYPES
+    interval: float
+    timeout: float  # < interval; a check still running then is killed and fails
+    fall: int
+    rise: int
+    weight: int  # added to net.inet.carp.demotion while failing
+    groups: tuple[str, ...]  # names of the groups it guards (every group when none given)
+    command: tuple[str, ...] = ()  # type command: argv, absolute program path
+    address: IPAddress | None = None  # type tcp
+    port: int | None = None  # type tcp
+    url: str | None = None  # type http: http://IP[:PORT]/PATH
+    expect_status: int = 200  # type http
+
+    @property
+    def reason(self) -> str:
+        """Its reason in carphooks' demotion record."""
+        return f"check:{self.name}"
+
+    def target(self) -> str:
+        """What it probes, in words (no secret: argv is shown as configured)."""
+        if self.type == "command":
+            return " ".join(self.command)
+        if self.type == "tcp":
+            host = f"[{self.address}]" if self.address and self.address.version == 6 \
+                else str(self.address)
+            return f"tcp {host}:{self.port}"
+        return f"GET {self.url} (expect {self.expect_status})"
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
@@ -139,6 +185,8 @@ class Config:
     demotion_file: Path | None = None  # Linux: demotion for keepalived's track_file
     syslog_facility: str = DEFAULT_FACILITY  # a name of carphooks.log.FACILITIES
     tinc_confbase: Path | None = None  # tinc's directory; default /usr/local/etc/tinc/<netname>
+    checks: tuple[Check, ...] = ()  # [[check]] health checks (carphooks watch runs them)
+    reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL  # seconds between watch's reconciles
 
     def group_for(self, vhid: int, ifname: str) -> Group | None:
         """The group run by ``vhid`` on ``ifname``, if any."""
@@ -436,6 +484,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
     top.unknown({
         "log_tag", "backend", "state_dir", "syslog_socket", "topology", "quorum",
         "lock_timeout", "tinc", "hosts", "group", "bindir", "demotion_file", "syslog_facility",
+        "check", "reconcile_interval",
     })
     log_tag = top.str_("log_tag", "carphooks")
     if not TAG_RE.fullmatch(log_tag):
@@ -569,13 +618,16 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
                             carp=carp, probe=probe))
 
     _refuse_own_addresses(label, hosts, groups)
+    checks = _checks(top, groups)
+    reconcile_interval = top.float_("reconcile_interval", DEFAULT_RECONCILE_INTERVAL,
+                                    MIN_INTERVAL, MAX_INTERVAL)
     return Config(
         path=path, log_tag=log_tag, backend=backend, state_dir=Path(state_dir),
         syslog_socket=syslog_socket, topology=topology, quorum=quorum,
         lock_timeout=lock_timeout, netname=netname, nodes=tuple(nodes),
         witnesses=tuple(witnesses), hosts=hosts, groups=tuple(groups), bindir=bindir,
         demotion_file=demotion_file, syslog_facility=syslog_facility,
-        tinc_confbase=confbase,
+        tinc_confbase=confbase, checks=checks, reconcile_interval=reconcile_interval,
     )
 
 
@@ -655,3 +707,118 @@ def _carp_params(label: str, table: Mapping[str, Any], prefix: str,
             raise cr.fail(f"peers6[{i}]", f"{text!r} is not an IPv6 address") from None
     return CarpParams(address=address, advbase=advbase, advskew=advskew, password=password,
                       password_file=password_file, peers=tuple(peers), peers6=tuple(peers6))
+
+
+def _checks(top: _Reader, groups: list[Group]) -> tuple[Check, ...]:
+    """The ``[[check]]`` tables (their ``groups`` must name groups of the config)."""
+    raw = top.table.get("check", [])
+    if not isinstance(raw, list):
+        raise top.fail("check", "expected [[check]] tables")
+    names = [g.name for g in groups]
+    checks: list[Check] = []
+    for ci, table in enumerate(raw):
+        key = f"check[{ci}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{top.label}: {key}: expected a table")
+        checks.append(_check(_Reader(top.label, table, key + "."), names, checks))
+    return tuple(checks)
+
+
+_CHECK_KEYS = {"command": ("command",), "tcp": ("address", "port"),
+               "http": ("url", "expect_status")}
+
+
+def _check(cr: _Reader, group_names: list[str], before: list[Check]) -> Check:
+    common = {"name", "type", "interval", "timeout", "fall", "rise", "weight", "groups"}
+    kind = cr.str_("type", None, choices=CHECK_TYPES)
+    for key in cr.table:
+        if key in common or key in _CHECK_KEYS[kind]:
+            continue
+        owner = next((t for t, keys in _CHECK_KEYS.items() if key in keys), None)
+        raise cr.fail(key, f"belongs to a type = {owner!r} check, not {kind!r}" if owner
+                      else "unknown key")
+    name = cr.str_("name")
+    if not CHECK_NAME_RE.fullmatch(name):
+        raise cr.fail("name", f"{name!r}: use 1 to 32 of a-z, 0-9, _ and -")
+    if any(c.name == name for c in before):
+        raise cr.fail("name", f"{name!r} is used by another check")
+    interval = cr.float_("interval", 2.0, MIN_INTERVAL, MAX_CHECK_INTERVAL)
+    timeout = cr.float_("timeout", min(1.0, interval / 2), 0.1, MAX_CHECK_INTERVAL)
+    if timeout >= interval:
+        raise cr.fail("timeout", f"{timeout:g} s is not shorter than the interval "
+                                 f"{interval:g} s")
+    fall = cr.int_("fall", 3, 1, 100)
+    rise = cr.int_("rise", 2, 1, 100)
+    weight = cr.int_("weight", MAX_ADVSKEW, 1, MAX_ADVSKEW)
+    guarded: list[str] = []
+    for gi, group in enumerate(cr.list_("groups")):
+        if not isinstance(group, str) or group not in group_names:
+            raise cr.fail(f"groups[{gi}]", f"{group!r} is not the name of a [[group]] "
+                                           f"(groups: {', '.join(group_names) or 'none'})")
+        if group in guarded:
+            raise cr.fail(f"groups[{gi}]", f"{group!r} is listed twice")
+        guarded.append(group)
+    if "groups" in cr.table and not guarded:
+        raise cr.fail("groups", "empty: leave it out to guard every group")
+    base = Check(name=name, type=kind, interval=interval, timeout=timeout, fall=fall,
+                 rise=rise, weight=weight, groups=tuple(guarded or group_names))
+    if kind == "command":
+        return replace(base, command=_check_command(cr))
+    if kind == "tcp":
+        text = cr.str_("address", "127.0.0.1")
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise cr.fail("address", f"{text!r} is not an IP address (no name lookups: "
+                                     "one could hang past the timeout)") from None
+        return replace(base, address=address, port=cr.int_("port", None, 1, 65535))
+    url = cr.str_("url")
+    problem = http_url_problem(url)
+    if problem is not None:
+        raise cr.fail("url", f"{url!r} {problem}")
+    return replace(base, url=url, expect_status=cr.int_("expect_status", 200, 100, 599))
+
+
+def _check_command(cr: _Reader) -> tuple[str, ...]:
+    argv = cr.list_("command")
+    if not argv:
+        raise cr.fail("command", "missing: an argv list such as "
+                                 "[\"/usr/local/bin/curl\", \"-fsS\", \"http://127.0.0.1/\"]")
+    for i, arg in enumerate(argv):
+        if not isinstance(arg, str):
+            raise cr.fail(f"command[{i}]", f"expected a string, got {_tname(arg)}")
+        if "\0" in arg or len(arg.encode()) > MAX_ARG:
+            raise cr.fail(f"command[{i}]", f"holds a NUL character or is longer than "
+                                           f"{MAX_ARG} bytes")
+    if not argv[0].startswith("/"):
+        raise cr.fail("command[0]", f"{argv[0]!r} is not an absolute path (the check runs "
+                                    "as root with a minimal PATH)")
+    return tuple(argv)
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an http check's URL, or None: ``http://IP[:PORT]/PATH``."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme != "http":
+        return "must start with http:// (a local check needs no TLS)"
+    if parts.username is not None or parts.password is not None:
+        return "must not hold a user or password"
+    if parts.fragment:
+        return "must not hold a #fragment"
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return (f"names the host {host!r}: use an IP address (no name lookups: one could "
+                "hang past the timeout)")
+    if port == 0:
+        return "has port 0"
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        return "holds white space or a control character"
+    return None

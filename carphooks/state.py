@@ -12,6 +12,7 @@ Files (all 0600 in a 0700 directory):
 - ``probe-GROUP.json``: a detached ARP prober is running for GROUP (until a deadline).
 - ``dad.json``: IPv6 addresses re-added after failed DAD, and when (carphooks/runtime/dad.py).
 - ``pending-*.json``: a hook event that timed out on the lock, left for the lock holder.
+- ``checks.json``: each health check's state as ``carphooks watch`` last saw it.
 
 Trust (the hooks run as root): the directory is carphooks' own. It is created 0700 when
 absent; an existing one is used only when it is a real directory (not a link), owned by
@@ -74,6 +75,16 @@ class Maintenance:
 
     on: bool
     since: float
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """The health check states ``carphooks watch`` recorded (raw, by check name), when,
+    and by which process."""
+
+    checks: dict[str, dict[str, Any]]
+    updated: float
+    pid: int
 
 
 @dataclass
@@ -502,3 +513,25 @@ class StateDir:
     def write_demotion(self, added: Mapping[str, int]) -> None:
         """Record what carphooks added to the kernel's demotion."""
         self.write("demotion.json", {"added": dict(added), "time": time.time()})
+
+    # -- health checks (carphooks watch) -------------------------------------------------
+    def check_record(self) -> CheckRecord | None:
+        """The health check states the watch loop recorded; None when absent."""
+        name = "checks.json"
+        data = self.read(name)
+        if data is None:
+            return None
+        checks = data.get("checks")
+        updated = data.get("updated")
+        pid = data.get("pid")
+        if (not isinstance(checks, dict)
+                or not all(isinstance(k, str) and isinstance(v, dict) for k, v in checks.items())
+                or isinstance(updated, bool) or not isinstance(updated, int | float)
+                or isinstance(pid, bool) or not isinstance(pid, int)):
+            raise StateError(f"state file {self.path / name}: unexpected content")
+        return CheckRecord(checks=checks, updated=float(updated), pid=pid)
+
+    def write_check_record(self, checks: Mapping[str, Mapping[str, Any]]) -> None:
+        """Record the health check states (by check name) of this watch loop."""
+        self.write("checks.json", {"checks": {k: dict(v) for k, v in checks.items()},
+                                   "updated": time.time(), "pid": os.getpid()})

@@ -31,6 +31,7 @@ TINC_FILES = {
     "usr/local/etc/tinc/carp/tinc.conf": 0o644,
     "etc/sysctl.conf.local": 0o644,
     "usr/local/etc/cron.d/carphooks": 0o644,
+    "usr/local/etc/rc.d/carphooks": 0o755,
     "usr/local/etc/syslog.d/carphooks.conf": 0o644,
     "usr/local/etc/newsyslog.conf.d/carphooks.conf": 0o644,
 }
@@ -39,6 +40,7 @@ UNICAST_FILES = {
     "etc/rc.conf.d/netif": 0o600,
     "etc/sysctl.conf.local": 0o644,
     "usr/local/etc/cron.d/carphooks": 0o644,
+    "usr/local/etc/rc.d/carphooks": 0o755,
     "usr/local/etc/syslog.d/carphooks.conf": 0o644,
     "usr/local/etc/newsyslog.conf.d/carphooks.conf": 0o644,
 }

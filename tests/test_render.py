@@ -87,10 +87,11 @@ def test_golden_fails_on_a_change(tmp_path: Path) -> None:
 def test_install_sets_per_topology(tmp_path: Path) -> None:
     tinc = rendered_set(cluster(tmp_path, "tinc"), "hA")
     assert sorted(tinc) == ["cron", "devd", "host-down", "host-up", "newsyslog.conf",
-                            "sysctl.conf", "syslog.conf", "tinc-down", "tinc-up", "tinc.conf"]
+                            "rc.d", "sysctl.conf", "syslog.conf", "tinc-down", "tinc-up",
+                            "tinc.conf"]
     unicast = rendered_set(cluster(tmp_path, "unicast"), "hA")
-    assert sorted(unicast) == ["cron", "devd", "newsyslog.conf", "rc.conf", "sysctl.conf",
-                               "syslog.conf"]
+    assert sorted(unicast) == ["cron", "devd", "newsyslog.conf", "rc.conf", "rc.d",
+                               "sysctl.conf", "syslog.conf"]
 
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)

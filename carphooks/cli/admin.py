@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -183,20 +182,35 @@ def _status(opts: Options, as_json: bool) -> int:
 @cli.command()
 @click.argument("groups", nargs=-1)
 @click.option("--every", type=Seconds(0.5, 86400), metavar="SECONDS",
-              help="Repeat forever at this interval (for daemon(8) or a supervisor; cron "
-                   "runs it once a minute without this).")
+              help="Repeat forever at this interval (the watch loop without health "
+                   "checks; cron runs it once a minute without this).")
 @click.pass_obj
 def reconcile(opts: Options, groups: tuple[str, ...], every: float | None) -> int:
     """Converge groups (default: all) to the CARP state now; for cron."""
     if every is None:
         return int(_reconcile(opts, groups))
-    while True:  # a failed pass is logged; the next one tries again
-        try:
-            _reconcile(opts, groups)
-        except Exception as exc:  # a signal (Interrupted) is no Exception: it ends the loop
-            exit_code(opts, exc, "carphooks reconcile")
-        time.sleep(every)
-        opts.started = time.monotonic()  # each pass gets the whole time budget
+    return _watch(opts, groups, checks=False, interval=every)
+
+
+@cli.command()
+@click.pass_obj
+def watch(opts: Options) -> int:
+    """Run the health checks and reconcile periodically until stopped (rc.d/carphooks
+    runs it under daemon(8)); a failing check demotes CARP by its weight."""
+    return _watch(opts, (), checks=True, interval=None)
+
+
+def _watch(opts: Options, names: tuple[str, ...], *, checks: bool,
+           interval: float | None) -> int:
+    from carphooks.runtime import watch as loop
+
+    ctx = opts.context()
+    selected = [_group(ctx, n) for n in names] or None
+    try:
+        return loop.run(ctx, checks=checks, interval=interval, groups=selected,
+                        show=None if checks else echo)
+    except Interrupted as exc:  # the loop logged why it stopped
+        return exc.code
 
 
 def _reconcile(opts: Options, names: tuple[str, ...]) -> int:
@@ -301,7 +315,7 @@ def render_cmd(opts: Options, kind: str, host: str | None, bindir: str | None) -
     """Print template KIND filled in for a host.
 
     KIND is one of: devd, tinc-up, tinc-down, host-up, host-down, tinc.conf,
-    rc.conf, sysctl.conf, cron, syslog.conf, newsyslog.conf, ucarp-up, ucarp-down,
+    rc.conf, sysctl.conf, cron, rc.d, syslog.conf, newsyslog.conf, ucarp-up, ucarp-down,
     keepalived-notify.
     """
     from carphooks.setup import render

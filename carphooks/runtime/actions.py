@@ -14,7 +14,7 @@ from carphooks import config as configmod
 from carphooks.backends.base import CarpState, Interface
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError, LockTimeout, StateError, UsageError
-from carphooks.runtime import demotion, detach
+from carphooks.runtime import demotion, detach, health
 from carphooks.runtime import status as model
 from carphooks.runtime.context import Context as Context  # re-exported for the CLI
 from carphooks.runtime.context import build_context as build_context
@@ -863,12 +863,14 @@ def status(ctx: Context) -> Report:
     repairs = Repairs(ctx.state, ctx.log, dry_run=True)  # read-only
     groups = tuple(_group_status(view, repairs)
                    for view in (observe(ctx, g, reader, q) for g in ctx.config.groups))
+    dem = demotion.status(ctx)
+    checks, checks_error = health.report(ctx.state, ctx.config, dem.added)
     return Report(
         host=ctx.host, backend=ctx.backend.name,
         quorum=model.QuorumStatus(ok=q.ok, have=q.have, need=q.need, mode=q.mode,
                                   reason=q.reason, voters=len(ctx.config.voters)),
-        maintenance=maint, demotion=demotion.status(ctx), last_event=_last_event(ctx),
-        groups=groups, mesh=_mesh(ctx))
+        maintenance=maint, demotion=dem, last_event=_last_event(ctx),
+        groups=groups, mesh=_mesh(ctx), checks=checks, checks_error=checks_error)
 
 
 def _last_event(ctx: Context) -> model.LastEvent | None:

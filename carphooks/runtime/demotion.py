@@ -10,11 +10,20 @@ A record that cannot be read never counts as "nothing added" (that stranded the
 demotion, and the next quorum loss doubled it): it is rebuilt from what carphooks
 would be demoting for now (the maintenance flag, lost quorum), bounded by what the
 kernel holds. ``status`` reports every mismatch; ``repair`` (reconcile) fixes them.
+
+Health checks add their own reasons, ``check:NAME``, each by the check's ``weight``
+while ``carphooks watch`` records the check failing (:mod:`carphooks.runtime.health`);
+a check that is no longer configured, or whose record went stale, has its demotion
+withdrawn by ``repair``. Demotion never takes an address from anyone: it only raises
+the advskew a MASTER advertises (``DEMOTE_ADVSKEW`` in sys/netinet/ip_carp.c
+``carp_send_ad_locked``, capped at 240), so a BACKUP with ``preempt=1`` advertising
+strictly less takes over (``carp_input_c``); equal demotion everywhere changes no order.
 """
 
 from __future__ import annotations
 
 from carphooks.errors import CarphooksError, StateError
+from carphooks.runtime import health
 from carphooks.runtime.context import Context, current_quorum, in_maintenance
 from carphooks.runtime.status import DemotionStatus as DemotionStatus  # the status model's
 
@@ -22,6 +31,7 @@ DEMOTION_OID = "net.inet.carp.demotion"
 PREEMPT_OID = "net.inet.carp.preempt"
 STEP = 240  # moves a master behind any advskew (what OPNsense adds for maintenance)
 REASONS = ("maintenance", "quorum")
+CHECK_PREFIX = "check:"  # + a check's name: its demotion (by its weight)
 
 
 def _load(ctx: Context) -> tuple[dict[str, int] | None, str | None]:
@@ -37,11 +47,32 @@ def _active(ctx: Context, reason: str) -> bool:
         return in_maintenance(ctx)
     if reason == "quorum":
         return not current_quorum(ctx).ok
+    if reason.startswith(CHECK_PREFIX):
+        return health.failing(ctx.state, ctx.config, reason[len(CHECK_PREFIX):])
     return False
 
 
 def _gone(reason: str) -> str:
+    if reason.startswith(CHECK_PREFIX):
+        return (f"check {reason[len(CHECK_PREFIX):]} is not failing (passing, no longer "
+                "configured, or no carphooks watch records it)")
     return "maintenance is off" if reason == "maintenance" else "quorum holds"
+
+
+def weight_of(ctx: Context, reason: str) -> int:
+    """What carphooks adds for ``reason``: a check's weight, else STEP."""
+    if reason.startswith(CHECK_PREFIX):
+        name = reason[len(CHECK_PREFIX):]
+        return next((c.weight for c in ctx.config.checks if c.name == name), STEP)
+    return STEP
+
+
+def _reasons(ctx: Context, added: dict[str, int] | None = None) -> list[str]:
+    """Every reason carphooks may demote for: the fixed ones, each configured check's,
+    and any check reason in the record (a check removed from the config)."""
+    checks = [c.reason for c in ctx.config.checks]
+    recorded = [r for r in (added or {}) if r.startswith(CHECK_PREFIX) and r not in checks]
+    return [*REASONS, *checks, *recorded]
 
 
 def _write(ctx: Context, added: dict[str, int]) -> None:
@@ -52,14 +83,14 @@ def _write(ctx: Context, added: dict[str, int]) -> None:
 def _rebuild(ctx: Context, problem: str, changing: str | None, on: bool) -> dict[str, int]:
     """A record for an unreadable one: STEP per reason in force before this change
     (``changing`` is turning ``on``), as far as the kernel's demotion covers it."""
-    presumed = [r for r in REASONS if (not on if r == changing else _active(ctx, r))]
+    presumed = [r for r in _reasons(ctx) if (not on if r == changing else _active(ctx, r))]
     kernel = ctx.backend.sysctl(DEMOTION_OID)
-    budget = kernel if kernel is not None else STEP * len(presumed)
+    budget = kernel if kernel is not None else sum(weight_of(ctx, r) for r in presumed)
     added: dict[str, int] = {}
     for reason in presumed:
-        if budget >= STEP:
-            added[reason] = STEP
-            budget -= STEP
+        if budget >= weight_of(ctx, reason):
+            added[reason] = weight_of(ctx, reason)
+            budget -= weight_of(ctx, reason)
     ctx.log.error(f"{problem}; carphooks' demotion rebuilt as "
                   f"{', '.join(f'{r} {v}' for r, v in added.items()) or 'none'} "
                   f"(kernel demotion {kernel}, maintenance flag and quorum now)")
@@ -100,10 +131,11 @@ def set_reason(ctx: Context, reason: str, on: bool) -> bool:
     if on:
         if reason in added:
             return False
-        write(ctx, {**added, reason: STEP})
-        _add_or_restore(ctx, STEP, added)
+        step = weight_of(ctx, reason)
+        write(ctx, {**added, reason: step})
+        _add_or_restore(ctx, step, added)
         if not ctx.dry_run:
-            ctx.log.notice(f"demoted CARP by {STEP} ({reason})")
+            ctx.log.notice(f"demoted CARP by {step} ({reason})")
         return True
     if reason not in added:
         return False
@@ -171,7 +203,7 @@ def repair(ctx: Context) -> None:
     if not ctx.backend.supports_demotion:
         return
     added = recorded(ctx)
-    for reason in REASONS:
+    for reason in _reasons(ctx, added):
         if reason in added and not _active(ctx, reason):
             ctx.log.warning(f"carphooks' {reason} demotion is recorded, but "
                             f"{_gone(reason)}: removing it")
@@ -195,11 +227,14 @@ def status(ctx: Context) -> DemotionStatus:
     total = sum(added.values())
     if kernel is not None and kernel < total:
         problems.append(f"kernel demotion {kernel} is below the {total} carphooks recorded")
-    for reason in REASONS:
+    for reason in _reasons(ctx, added):
         active = _active(ctx, reason)
         if reason in added and not active:
             problems.append(f"{reason} demotion {added[reason]} is recorded but "
                             f"{_gone(reason)}")
         elif reason == "maintenance" and active and reason not in added:
             problems.append("maintenance is on but carphooks' maintenance demotion is missing")
+        elif reason.startswith(CHECK_PREFIX) and active and reason not in added:
+            problems.append(f"check {reason[len(CHECK_PREFIX):]} is failing but its "
+                            "demotion is missing")
     return DemotionStatus(added=added, kernel=kernel, problems=problems)

@@ -137,6 +137,42 @@ class LastEvent:
 
 
 @dataclass(frozen=True)
+class CheckStatus:
+    """One health check as the watch loop last recorded it, and the demotion it adds."""
+
+    name: str
+    type: str
+    target: str  # what it probes, in words
+    health: str  # unknown | passing | failing (carphooks.runtime.health.Health)
+    since: float | None  # wall time of the last change of health
+    age: float | None  # seconds since then
+    last_ok: bool | None
+    last_age: float | None  # seconds since the last probe
+    detail: str  # the last probe's result in words
+    output: str  # the last probe's output tail (secrets hidden)
+    fails: int  # failed probes in a row
+    passes: int  # good probes in a row
+    fall: int
+    rise: int
+    weight: int
+    demotion: int  # what carphooks' record holds for it now
+    groups: tuple[str, ...]
+    kept: bool = False  # failing, still MASTER: no healthier peer took over
+    stale: bool = False  # no watch loop has recorded it lately
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What makes this check WARNING, in words."""
+        if self.stale:
+            age = "" if self.last_age is None else f" for {self.last_age:.0f} s"
+            return (f"check {self.name}: not run{age} (is carphooks watch running?)",)
+        if self.health == "failing":
+            kept = "; no healthier peer took over: keeping the address" if self.kept else ""
+            return (f"check {self.name} failing ({self.detail}){kept}",)
+        return ()
+
+
+@dataclass(frozen=True)
 class Report:
     """The whole status of this host."""
 
@@ -148,6 +184,8 @@ class Report:
     last_event: LastEvent | None
     groups: tuple[GroupStatus, ...]
     mesh: Mesh | None = None  # how each other tinc voter is reached (topology "tinc")
+    checks: tuple[CheckStatus, ...] = ()  # health checks (carphooks watch)
+    checks_error: str | None = None  # why the checks' record cannot be read
 
     def problems(self, max_event_age: float | None = None) -> tuple[list[str], list[str]]:
         """What is CRITICAL and what is WARNING, in words."""
@@ -158,6 +196,9 @@ class Report:
         if self.maintenance:
             warn.append("maintenance mode on")
         warn.extend(f"demotion: {p}" for p in self.demotion.problems)
+        warn.extend(w for c in self.checks for w in c.warnings)
+        if self.checks_error is not None:
+            warn.append(f"health checks: {self.checks_error}")
         age = self.last_event.age if self.last_event is not None else None
         if max_event_age is not None and age is not None and age > max_event_age:
             warn.append(f"last event {age:.0f} s ago")
@@ -202,7 +243,38 @@ def to_json(report: Report) -> dict[str, Any]:
         "last_event": _last_event_json(report.last_event),
         "groups": groups, "level": report.verdict().name,
         "mesh": report.mesh.as_json() if report.mesh is not None else None,
+        "checks": [check_json(c) for c in report.checks],
+        "checks_error": report.checks_error,
     }
+
+
+def check_json(c: CheckStatus) -> dict[str, Any]:
+    """One check for ``status --json``."""
+    return {"name": c.name, "type": c.type, "target": c.target, "health": c.health,
+            "since": c.since, "age": c.age, "last_ok": c.last_ok, "last_age": c.last_age,
+            "detail": c.detail, "output": c.output, "fails": c.fails, "passes": c.passes,
+            "fall": c.fall, "rise": c.rise, "weight": c.weight, "demotion": c.demotion,
+            "groups": list(c.groups), "kept": c.kept, "stale": c.stale}
+
+
+def check_line(c: CheckStatus) -> str:
+    """One check for the text ``status``."""
+    since = "" if c.age is None else f" for {c.age:.0f} s"
+    if c.stale:
+        idle = "" if c.last_age is None else f" for {c.last_age:.0f} s"
+        state = f"{c.health}, stale (not run{idle}; is carphooks watch running?)"
+    elif c.health == "failing":
+        state = f"FAILING{since} ({c.fails} failed in a row, {c.rise} good ones to pass)"
+    elif c.health == "passing":
+        state = f"passing{since}" + (f" ({c.fails} of {c.fall} failures)" if c.fails else "")
+    else:
+        state = "not run yet"
+    last = f"; last: {c.detail}" if c.detail else ""
+    if c.output:
+        last += f": {c.output!r}"
+    demote = f"; demotes CARP by {c.demotion}" if c.demotion else ""
+    kept = "; no healthier peer took over: keeping the address" if c.kept else ""
+    return f"check {c.name} ({c.target}): {state}{last}{demote}{kept}"
 
 
 def _dad_json(a: AddressStatus) -> dict[str, Any]:
@@ -241,6 +313,9 @@ def text_lines(report: Report) -> list[str]:
         from carphooks.mesh import describe
 
         lines.append(describe(report.mesh.as_json()))
+    lines.extend(check_line(c) for c in report.checks)
+    if report.checks_error is not None:
+        lines.append(f"health checks: {report.checks_error}")
     last = report.last_event
     if last is not None and last.error is not None:
         lines.append(f"last event: unknown ({last.error})")

@@ -221,6 +221,9 @@ def next_steps(report: Report, netname: str, topology: str,
                          f"{ifname}'s addresses briefly; or reboot)")
     if "cron" in kinds:
         steps.append("# cron picks up /usr/local/etc/cron.d/carphooks within a minute")
+    if "rc.d" in kinds:
+        steps.append("sysrc carphooks_enable=YES && service carphooks start   # health "
+                     "checks and a reconcile loop (optional: cron reconciles without it)")
     if kinds & {"syslog.conf", "newsyslog.conf"}:
         steps.append(f"newsyslog -CN {SYSLOG_FILE}   # creates it: syslogd writes only to "
                      "existing files")

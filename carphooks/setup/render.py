@@ -72,6 +72,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("rc.conf", _TPL, "rc.conf", "/etc/rc.conf.d/netif", 0o600, ("unicast",)),
     Kind("sysctl.conf", _TPL, "sysctl.conf", "/etc/sysctl.conf.local", 0o644),
     Kind("cron", _TPL, "cron", "/usr/local/etc/cron.d/carphooks", 0o644, hidden_backup=True),
+    # The watch loop (health checks, periodic reconcile) under daemon(8); off until
+    # carphooks_enable=YES.
+    Kind("rc.d", _TPL, "rc.d", "/usr/local/etc/rc.d/carphooks", 0o755, script=True),
     # syslogd reads only *.conf of syslog.d; older newsyslog.conf includes every
     # name of newsyslog.conf.d (glob "*", which skips dot files): hide the backups.
     Kind("syslog.conf", _TPL, "syslog.conf", "/usr/local/etc/syslog.d/carphooks.conf", 0o644,
