@@ -110,11 +110,11 @@ def health(results: list[dict[str, Any]]) -> str:
     from .topo import CHECK
 
     hdr = ("| run | scenario | checker | service outage v4 ms (failover / failback) | v6 ms "
-           "| served by a peer at s | back on hA s after restart | two-holder samples "
-           "| final master |")
+           "| hA advertises the demotion at s | served by a peer at s "
+           "| back on hA s after restart | two-holder samples | final master |")
     lines = [f"checks: interval {CHECK['interval']} s, timeout {CHECK['timeout']} s, fall "
              f"{CHECK['fall']}, rise {CHECK['rise']}, weight {CHECK['weight']}", "",
-             hdr, "|" + "---|" * 9]
+             hdr, "|" + "---|" * 10]
     for r in results:
         sv = r.get("svc")
         if not sv:
@@ -122,7 +122,9 @@ def health(results: list[dict[str, Any]]) -> str:
         checker = {"carphooks": "carphooks watch",
                    "keepalived": "keepalived track_script"}.get(r.get("checker") or "", "?")
         lines.append(f"| {r.get('run', 1)} | {r['scenario']} | {checker} | {_svc_outage(sv, 4)} | "
-                     f"{_svc_outage(sv, 6)} | {sv['peer_at4']} ({sv['peer4']}) | "
+                     f"{_svc_outage(sv, 6)} | {sv.get('demoted_adv_at')} "
+                     f"(priority {' -> '.join(str(x) for x in sv.get('priority', []))}) | "
+                     f"{sv['peer_at4']} ({sv['peer4']}) | "
                      f"{sv['back_at4']} | {r['two_holder_samples']} | "
                      f"{r['final_master'] or 'none'} |")
     return "\n".join(lines)

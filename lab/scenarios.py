@@ -558,6 +558,15 @@ def service_view(v: View, w0: float, t_fault: float, t_repair: float | None,
             [round(a - t_fault, 3), round(b - t_fault, 3), x] for a, b, x in
             segments([(p["t"], p.get("who", "-") if p["ok"] else "FAIL") for p in pp], t_end)
         ]
+    # the first advertisement of the master with a changed priority (VRRP priority /
+    # CARP advskew, byte 2 of either header) after the fault: the demotion on the wire,
+    # where FreeBSD's CARP would have its preempting backup take over (carp_input_c)
+    mine = [a for a in v.adv if a["src"] == master]
+    base = next((a["skew"] for a in reversed(mine) if a["t"] < t_fault), None)
+    dem = next((a for a in mine if t_fault <= a["t"] < (t_repair or t_end)
+                and a["skew"] != base), None)
+    out["demoted_adv_at"] = None if dem is None else round(dem["t"] - t_fault, 3)
+    out["priority"] = [base, None if dem is None else dem["skew"]]
     out["outage4_ms"] = max(ph["outage4_ms"] for ph in out["phases"].values())
     out["outage6_ms"] = max(ph["outage6_ms"] for ph in out["phases"].values())
     return out
