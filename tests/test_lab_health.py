@@ -57,7 +57,10 @@ def runs() -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("scenario", CHECKERS)
 def test_no_two_holders(runs: dict[str, dict[str, Any]], scenario: str) -> None:
+    """The address moved to hB and back, never held by two hosts at once."""
     r = runs[scenario]
+    held = [seg[2] for seg in r["timeline"]["holders4"]]
+    assert "hB" in held and held[-1] == "hA", held
     assert r["two_holder_samples"] == 0, r["timeline"]["holders4"]
 
 
@@ -85,6 +88,7 @@ def test_the_master_takes_back_its_address_once_healthy(
 
     r = runs[scenario]
     sv = r["svc"]
+    assert sv["peer4"] == "hB", sv["timeline"]  # it had lost the address
     assert r["final_master"] == "hA", r["notes"]
     bound = CHECK["rise"] * CHECK["interval"] + MASTER_DOWN + MARGIN
     assert sv["back_at4"] is not None and sv["back_at4"] <= bound, sv
