@@ -231,6 +231,16 @@ def _hang(lab: Lab, broken: bool) -> None:
     lab.send("svc-hA", signal.SIGSTOP if broken else signal.SIGCONT)
 
 
+def _services(lab: Lab, broken: bool) -> None:
+    """Stop or start the service on every host at once: nobody is healthier, so the
+    address must stay on hA (equal demotion everywhere changes no order)."""
+    for h in HOSTS:
+        if broken:
+            lab.stop(f"svc-{h}")
+        else:
+            lab.start_service(h)
+
+
 def _health(name: str, what: str, fault: Callable[[Lab, bool], None], checker: str,
             ) -> Scenario:
     by = "carphooks watch" if checker == "carphooks" else "keepalived track_script"
@@ -316,6 +326,8 @@ SCENARIOS: dict[str, Scenario] = {
         _health("health-keepalived", "stopped", _service, "keepalived"),
         _health("health-hang", "frozen (SIGSTOP)", _hang, "carphooks"),
         _health("health-hang-keepalived", "frozen (SIGSTOP)", _hang, "keepalived"),
+        _health("health-all", "and every peer's stopped", _services, "carphooks"),
+        _health("health-all-keepalived", "and every peer's stopped", _services, "keepalived"),
         Scenario(
             "manual-del",
             "the floating address deleted by hand on the master",
