@@ -16,12 +16,10 @@ config takes IP addresses only), so nothing here waits on DNS.
 from __future__ import annotations
 
 import enum
-import http.client
 import socket
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from carphooks.config import Check, Config
 from carphooks.errors import CommandError, ConfigError, StateError
@@ -198,6 +196,9 @@ def _tcp(check: Check) -> Probe:
 
 
 def _http(check: Check, secrets: Secrets | None) -> Probe:
+    import http.client  # here: the hooks import this module and never need it
+    from urllib.parse import urlsplit
+
     assert check.url is not None
     parts = urlsplit(check.url)
     host = parts.hostname or "127.0.0.1"
@@ -236,8 +237,10 @@ def _http(check: Check, secrets: Secrets | None) -> Probe:
 
 def stale_after(config: Config, check: Check) -> float:
     """Seconds after which a record of ``check`` says nothing any more (the loop that
-    wrote it is gone): several of its intervals and of the loop's reconcile interval."""
-    return max(STALE_MIN, 3 * (check.interval + check.timeout), 3 * config.reconcile_interval)
+    wrote it is gone): the loop records after every probe, so a few of its intervals,
+    and never less than STALE_MIN (a reconcile pass may hold the loop that long)."""
+    return max(STALE_MIN, 5 * (check.interval + check.timeout),
+               config.lock_timeout + 2 * check.interval)
 
 
 def load(state: StateDir) -> CheckRecord | None:

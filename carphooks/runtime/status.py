@@ -243,9 +243,16 @@ def to_json(report: Report) -> dict[str, Any]:
         "last_event": _last_event_json(report.last_event),
         "groups": groups, "level": report.verdict().name,
         "mesh": report.mesh.as_json() if report.mesh is not None else None,
-        "checks": [check_json(c) for c in report.checks],
-        "checks_error": report.checks_error,
+        **_checks_json(report),
     }
+
+
+def _checks_json(report: Report) -> dict[str, Any]:
+    """``checks`` and ``checks_error``, only when health checks are configured."""
+    if not report.checks and report.checks_error is None:
+        return {}
+    return {"checks": [check_json(c) for c in report.checks],
+            "checks_error": report.checks_error}
 
 
 def check_json(c: CheckStatus) -> dict[str, Any]:

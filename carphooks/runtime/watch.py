@@ -97,6 +97,10 @@ class Watch:
         names = ", ".join(f"{c.name} ({c.type}, every {c.interval:g} s)" for c in self.checks)
         self.ctx.log.info(f"watch: started; reconcile every {self.interval:g} s"
                           + (f"; checks {names}" if names else "; no health checks"))
+        if self.checks and not self.ctx.backend.supports_demotion:
+            self.ctx.log.warning(f"watch: the {self.ctx.backend.name} backend has no CARP "
+                                 "demotion (on Linux: set demotion_file): the checks are "
+                                 "reported, nothing moves for them")
         self._record()
         self._sync()
 
@@ -117,8 +121,8 @@ class Watch:
                     self.due[check.name] = now + check.interval
         if probed or now >= self.next_record:  # status (another process) reads it
             self._record()
-        for name in changed:
-            self._apply(name)
+        if changed:
+            self._apply(*changed)
         for check in self.checks:
             if self.verdict_due.get(check.name, float("inf")) <= now:
                 del self.verdict_due[check.name]
@@ -134,8 +138,10 @@ class Watch:
         """Probe ``check`` once; whether its health changed."""
         try:
             result = (self.probe or self._default_probe)(check)
-        except CarphooksError as exc:
-            result = Probe(False, health.tail(str(exc), self.secrets))
+        except Exception as exc:  # a probe's surprise fails it; a signal is no Exception
+            what = str(exc) if isinstance(exc, CarphooksError) else \
+                f"internal error: {type(exc).__name__}: {exc}"
+            result = Probe(False, health.tail(what, self.secrets))
         before = self.states[check.name]
         after = health.step(before, check, result, self.clock.wall())
         self.states[check.name] = after
@@ -144,13 +150,15 @@ class Watch:
                 self.ctx.log.info(f"check {check.name}: {'ok' if result.ok else 'failed'} "
                                   f"({result.detail}); {after.health.value}")
             return False
+        dry = self.ctx.dry_run
         if after.health is Health.FAILING:
             self.ctx.log.warning(f"check {check.name} failing ({result.detail}, {check.fall} "
-                                 f"in a row): demoting CARP by {check.weight}")
+                                 f"in a row): " + ("dry run, CARP demotion unchanged" if dry
+                                                   else f"demoting CARP by {check.weight}"))
             self.verdict_due[check.name] = self.clock.monotonic() + self._grace(check)
         elif before.health is Health.FAILING:
-            self.ctx.log.notice(f"check {check.name} passing again ({check.rise} in a row): "
-                                "removing its demotion")
+            self.ctx.log.notice(f"check {check.name} passing again ({check.rise} in a row)"
+                                + ("" if dry else ": removing its demotion"))
             self.verdict_due.pop(check.name, None)
         else:
             self.ctx.log.info(f"check {check.name}: {after.health.value} ({result.detail})")
@@ -171,28 +179,35 @@ class Watch:
         except StateError as exc:
             self.ctx.log.error(f"cannot record the health checks: {exc}")
 
-    def _apply(self, name: str) -> None:
-        """Add or remove ``name``'s demotion to match its health (under the state lock);
-        a failure is logged and retried at the next reconcile."""
+    def _apply(self, *names: str, repair: bool = False) -> None:
+        """Add or remove each named check's demotion to match its health, under the state
+        lock (and with ``repair``, withdraw what a check gone from the config left); a
+        failure is logged and retried at the next reconcile."""
+        if not self.ctx.backend.supports_demotion:
+            return
+        try:
+            with actions.exclusive(self.ctx, state_ok=False):
+                for name in names:
+                    self._set(name)
+                if repair:
+                    demotion.repair(self.ctx)
+        except CarphooksError as exc:
+            self.ctx.log.error(f"cannot change carphooks' CARP demotion for the health "
+                               f"checks: {exc} (retried at the next reconcile)")
+
+    def _set(self, name: str) -> None:
         check = next(c for c in self.checks if c.name == name)
         on = self.states[name].health is Health.FAILING
         try:
-            with actions.exclusive(self.ctx, state_ok=False):
-                demotion.set_reason(self.ctx, check.reason, on)
+            demotion.set_reason(self.ctx, check.reason, on)
         except CarphooksError as exc:
             self.ctx.log.error(f"check {name}: cannot {'add' if on else 'remove'} its CARP "
                                f"demotion: {exc} (retried at the next reconcile)")
 
     def _sync(self) -> None:
-        """Every check's demotion as its health says; a stale one (check gone from the
-        config) removed by ``demotion.repair``."""
-        for check in self.checks:
-            self._apply(check.name)
-        try:
-            with actions.exclusive(self.ctx, state_ok=False):
-                demotion.repair(self.ctx)
-        except CarphooksError as exc:
-            self.ctx.log.error(f"cannot check carphooks' demotion record: {exc}")
+        """Every check's demotion as its health says; one left by a check gone from the
+        config removed (``demotion.repair``)."""
+        self._apply(*(c.name for c in self.checks), repair=True)
 
     # -- "no healthier peer took over" ------------------------------------------------
     def _guarded(self, check: Check) -> list[Group]:

@@ -373,3 +373,28 @@ def test_check_defaults(tmp_path: Path) -> None:
     assert c.reason == "check:web-1"
     assert config.reconcile_interval == 10.0
     assert Health.FAILING.value == "failing"
+
+
+def test_sample_check_block_is_valid(tmp_path: Path) -> None:
+    """The commented [[check]] of carphooks.toml.sample, uncommented, is a valid check."""
+    sample = (Path(__file__).resolve().parents[2] / "carphooks.toml.sample").read_text()
+    block = sample[sample.index("# [[check]]"):]
+    lines = [line[2:] for line in block.splitlines()
+             if line.startswith("# ") and not line.startswith("# # ")]
+    text = CLUSTER.format(state=tmp_path, quorum="none", extra="\n" + "\n".join(lines) + "\n")
+    (c,) = load_config(tmp_path / "c.toml", text).checks
+    assert (c.name, c.type, c.command[0], c.weight) == ("nginx", "command",
+                                                        "/usr/local/bin/curl", 240)
+
+
+def test_dry_run_writes_nothing_and_claims_no_change(rig: Callable[..., Rig]) -> None:
+    r = rig(extra=NGINX, dry_run=True)
+    r.bsd.set_carp_state("tap0", 1, "MASTER")
+    clock = FakeClock()
+    run(r, clock, Script("F"), 4)
+    assert r.bsd.sysctls[DEMOTION] == 0
+    assert r.runner.mutations() == []
+    assert not r.state.exists()
+    texts = r.log.texts()
+    assert any("check nginx failing" in t and "dry run" in t for t in texts)
+    assert not any("demoted CARP" in t or "demoting CARP" in t for t in texts)

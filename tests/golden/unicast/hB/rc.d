@@ -31,9 +31,12 @@ load_rc_config "$name"
 : "${carphooks_enable:=NO}"
 : "${carphooks_config:=/usr/local/etc/carphooks.toml}"
 
+# rc.subr finds the running service through the supervisor's pid file: daemon(8)
+# retitles itself "daemon: carphooks[PID]", whose first word matches procname.
 pidfile="/var/run/${name}_daemon.pid"
 carphooks_child_pidfile="/var/run/${name}.pid"
 command="/usr/sbin/daemon"
+procname="/usr/sbin/daemon"
 command_args="-f -r -P ${pidfile} -p ${carphooks_child_pidfile} -t ${name} /usr/local/bin/carphooks --config ${carphooks_config} watch"
 
 run_rc_command "$1"
