@@ -53,11 +53,15 @@ def bring_up(lab: Lab, hookset: str) -> View:
     return v
 
 
-def switch_hooks(lab: Lab, v: View, hookset: str, daemon: str = "ucarp") -> None:
-    """Restart the lab's daemons with another hook set and/or CARP daemon."""
+def switch_hooks(lab: Lab, v: View, hookset: str, daemon: str = "ucarp",
+                 checker: str | None = None) -> None:
+    """Restart the lab's daemons with another hook set, CARP daemon and/or health
+    checker (carphooks' [[check]] run by `carphooks watch`, or keepalived's
+    track_script; None: no service, no check)."""
     lab.stop_daemons()
     lab.reset_carphooks_state()
     lab.st["daemon"] = daemon
+    lab.st["checker"] = checker
     lab.write_hooks(hookset)
     lab.flush_client()
     lab.start_all()
@@ -70,20 +74,29 @@ def run(
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     names = names * repeat  # the whole list again, N times
-    # scenarios needing another CARP daemon (keepalived) run last in each set
-    names = sorted(names, key=lambda n: SCENARIOS[n].daemon != "ucarp")
+    # scenarios needing another CARP daemon (keepalived) or a health checker run last
+    # in each set, grouped so that each switch happens once
+    names = sorted(names, key=lambda n: (SCENARIOS[n].daemon != "ucarp",
+                                         SCENARIOS[n].checker or ""))
     for hs in sets:
-        if lab.st["hookset"] != hs or lab.st.get("daemon", "ucarp") != "ucarp":
+        if (lab.st["hookset"] != hs or lab.st.get("daemon", "ucarp") != "ucarp"
+                or lab.st.get("checker")):
             switch_hooks(lab, v, hs)
         for n in names:
-            if shutil.which(SCENARIOS[n].daemon) is None:
-                print(f"[{hs}] {n}: skipped, {SCENARIOS[n].daemon} is not installed",
+            sc = SCENARIOS[n]
+            if hs not in sc.sets:
+                print(f"[{hs}] {n}: skipped, it needs the hook set {'/'.join(sc.sets)}",
                       file=sys.stderr, flush=True)
                 continue
-            if SCENARIOS[n].daemon != lab.st.get("daemon", "ucarp"):
-                print(f"[{hs}] switching the CARP daemon to {SCENARIOS[n].daemon}",
+            if shutil.which(sc.daemon) is None:
+                print(f"[{hs}] {n}: skipped, {sc.daemon} is not installed",
                       file=sys.stderr, flush=True)
-                switch_hooks(lab, v, hs, SCENARIOS[n].daemon)
+                continue
+            if (sc.daemon, sc.checker) != (lab.st.get("daemon", "ucarp"), lab.st.get("checker")):
+                print(f"[{hs}] switching the CARP daemon to {sc.daemon}"
+                      f"{f', health checks by {sc.checker}' if sc.checker else ''}",
+                      file=sys.stderr, flush=True)
+                switch_hooks(lab, v, hs, sc.daemon, sc.checker)
             count = sum(1 for x in results if x["scenario"] == n and x["set"] == hs) + 1
             print(f"[{hs}] {n}{f' (run {count})' if repeat > 1 else ''} ...", file=sys.stderr,
                   flush=True)
@@ -169,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run(lab, v, sets, names, a.verbose or a.cmd == "demo", a.repeat)
         out = {"lab": lab.id, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
         print(report.runs(results) if a.repeat > 1 else report.summary(results))
+        if any(r.get("svc") for r in results):
+            print(report.health(results))
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(out, f, indent=1)

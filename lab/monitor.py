@@ -6,6 +6,9 @@ one selector loop that:
     dual stack), so "who answered" is known;
   * probes the floating IPv4 and IPv6 addresses from the client every 50 ms
     (TCP connect + read the name, short timeout);
+  * with `svc_port` set, also probes the lab service there (python's http.server
+    on each host, started by the health-check scenarios): HTTP GET `svc_path`, the
+    body names the host (records with "svc": 1);
   * samples every 50 ms, over rtnetlink, which host has which floating address on
     ext0 (with DAD flags and ext0's link state) and whether tap0 exists;
   * records every CARP advertisement (IP protocol 112) seen in each host (sent or
@@ -46,6 +49,9 @@ class Monitor:
         self.vip4 = cfg["vip4"].split("/")[0]
         self.vip6 = cfg["vip6"].split("/")[0]
         self.port = int(cfg["port"])
+        self.svc_port = int(cfg.get("svc_port") or 0)
+        self.svc_req = (f"GET {cfg.get('svc_path', '/')} HTTP/1.0\r\n"
+                        "Host: lab\r\n\r\n").encode()
         self.ext = cfg.get("ext_if", "ext0")
         self.nl = {h: Netlink(ns) for h, ns in self.hosts.items()}
         self.addr_ip = {a: h for h, a in cfg["vpn_ips"].items()}  # 192.0.2.11 -> hA
@@ -76,15 +82,18 @@ class Monitor:
         self.out.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
     # ------------------------------------------------------------ probes
-    def start_probe(self, af: int, now: float) -> None:
+    def start_probe(self, af: int, now: float, svc: bool = False) -> None:
         fam, dst = (socket.AF_INET, self.vip4) if af == 4 else (socket.AF_INET6, self.vip6)
         s = socket_in(self.cfg["client"], fam, socket.SOCK_STREAM)
         s.setblocking(False)
-        err = s.connect_ex((dst, self.port))
-        p = {"af": af, "t": now, "buf": b""}
+        err = s.connect_ex((dst, self.svc_port if svc else self.port))
+        p: dict[str, Any] = {"af": af, "t": now, "buf": b""}
+        if svc:
+            p["svc"] = 1
         if err not in (0, errno.EINPROGRESS):
             s.close()
-            self.emit({"k": "probe", "af": af, "t": now, "ok": False, "err": os.strerror(err)})
+            self.emit({"k": "probe", "af": af, "t": now, "ok": False, "err": os.strerror(err),
+                       **({"svc": 1} if svc else {})})
             return
         self.probes[s] = p
         self.sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, ("probe", None))
@@ -93,6 +102,12 @@ class Monitor:
         p = self.probes.pop(s)
         self.sel.unregister(s)
         s.close()
+        buf = p["buf"]
+        if p.get("svc") and ok:  # an HTTP answer: 200 and the host's name as the body
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            status = head.split(b" ", 2)[1:2]
+            if status != [b"200"]:
+                ok, err = False, f"HTTP status {b''.join(status).decode(errors='replace')}"
         rec = {
             "k": "probe",
             "af": p["af"],
@@ -100,8 +115,10 @@ class Monitor:
             "ok": ok,
             "ms": round((time.time() - p["t"]) * 1000, 1),
         }
+        if p.get("svc"):
+            rec["svc"] = 1
         if ok:
-            rec["who"] = p["buf"].decode(errors="replace").strip()
+            rec["who"] = buf.decode(errors="replace").strip()
         else:
             rec["err"] = err
         self.emit(rec)
@@ -114,6 +131,12 @@ class Monitor:
                 self.finish_probe(s, False, os.strerror(e))
                 return
             p["conn"] = True
+            if p.get("svc"):
+                try:
+                    s.send(self.svc_req)  # a few bytes into an empty socket buffer
+                except OSError as e:
+                    self.finish_probe(s, False, str(e))
+                    return
             self.sel.modify(s, selectors.EVENT_READ, ("probe", None))
             return
         try:
@@ -236,6 +259,9 @@ class Monitor:
             if now >= next_tick:
                 self.start_probe(4, now)
                 self.start_probe(6, now)
+                if self.svc_port:
+                    self.start_probe(4, now, svc=True)
+                    self.start_probe(6, now, svc=True)
                 self.sample(now, now - last_sample)
                 last_sample = now
                 next_tick += PERIOD

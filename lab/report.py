@@ -22,6 +22,12 @@ def one_line(r: dict[str, Any]) -> str:
         for k, p in r["phases"].items()
     )
     hb = ", ".join(f"{k} {x['max']:.0f}" for k, x in sorted(r["hook_block_ms"].items()))
+    if r.get("svc"):
+        sv = r["svc"]
+        ph = (f"service outage v4 {_svc_outage(sv, 4)} ms, v6 {_svc_outage(sv, 6)} ms "
+              f"(failover / repair), served by {sv['peer4']} at +{sv['peer_at4']} s, back on "
+              f"hA {sv['back_at4']} s after the repair; two-holder samples "
+              f"{r['two_holder_samples']}")
     return (
         f"{r['set']:9} {r['scenario']:10} final master {r['final_master']}; {ph}; "
         f"hook block max ms: {hb}" + (f"; NOTE {'; '.join(r['notes'])}" if r["notes"] else "")
@@ -43,6 +49,10 @@ def timeline(r: dict[str, Any]) -> str:
         for t0, t1, x in tl[f"client{af}"]:
             what = "FAILS" if x == "FAIL" else f"answered by {x}"
             ev.append((t0, f"client IPv{af} {what:15} for {1000 * (t1 - t0):6.0f} ms"))
+    for af in (4, 6):
+        for t0, t1, x in tl.get(f"svc{af}", []):
+            what = "FAILS" if x == "FAIL" else f"answered by {x}"
+            ev.append((t0, f"service IPv{af} {what:14} for {1000 * (t1 - t0):6.0f} ms"))
     for t0, ms, host, hook, rc in tl["hooks"]:
         ev.append((t0, f"hook {host} {hook} blocked {ms:.0f} ms rc={rc}"))
     for t0, host, msg in tl["syslog"]:
@@ -89,6 +99,37 @@ def summary(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _svc_outage(sv: dict[str, Any], af: int) -> str:
+    return " / ".join(f"{p[f'outage{af}_ms']}{'+' if p[f'outage{af}_open'] else ''}"
+                      for p in sv["phases"].values())
+
+
+def health(results: list[dict[str, Any]]) -> str:
+    """The health-check scenarios: the lab service as the client saw it, one row per
+    run (carphooks' [[check]] vs keepalived's track_script)."""
+    from .topo import CHECK
+
+    hdr = ("| run | scenario | checker | service outage v4 ms (failover / failback) | v6 ms "
+           "| hA advertises the demotion at s | served by a peer at s "
+           "| back on hA s after restart | two-holder samples | final master |")
+    lines = [f"checks: interval {CHECK['interval']} s, timeout {CHECK['timeout']} s, fall "
+             f"{CHECK['fall']}, rise {CHECK['rise']}, weight {CHECK['weight']}", "",
+             hdr, "|" + "---|" * 10]
+    for r in results:
+        sv = r.get("svc")
+        if not sv:
+            continue
+        checker = {"carphooks": "carphooks watch",
+                   "keepalived": "keepalived track_script"}.get(r.get("checker") or "", "?")
+        lines.append(f"| {r.get('run', 1)} | {r['scenario']} | {checker} | {_svc_outage(sv, 4)} | "
+                     f"{_svc_outage(sv, 6)} | {sv.get('demoted_adv_at')} "
+                     f"(priority {' -> '.join(str(x) for x in sv.get('priority', []))}) | "
+                     f"{sv['peer_at4']} ({sv['peer4']}) | "
+                     f"{sv['back_at4']} | {r['two_holder_samples']} | "
+                     f"{r['final_master'] or 'none'} |")
+    return "\n".join(lines)
+
+
 def runs(results: list[dict[str, Any]]) -> str:
     """One row per scenario run (for --repeat): the mesh before the fault, outages,
     two-holder samples and who lost quorum during the fault."""
@@ -112,7 +153,14 @@ def runs(results: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------- picture
 LANES = ["masters", "holders4", "holders6", "client4", "client6"]
+
+
+def _lanes(results: list[dict[str, Any]]) -> list[str]:
+    """LANES, plus the lab service's lanes when a health-check scenario ran."""
+    return LANES + (["svc4", "svc6"] if any(r.get("svc") for r in results) else [])
 LANE_LABEL = {
+    "svc4": "service v4",
+    "svc6": "service v6",
     "masters": "CARP master",
     "holders4": "holds v4",
     "holders6": "holds v6",
@@ -137,9 +185,10 @@ def _colour(x: str) -> list[str]:
 
 
 def _draw_svg(results: list[dict[str, Any]], path: str) -> str:
+    lanes = _lanes(results)
     W, left, right = 1100, 230, 20
     lane_h, gap, head = 12, 2, 24
-    block_h = head + len(LANES) * (lane_h + gap) + 18
+    block_h = head + len(lanes) * (lane_h + gap) + 18
     tmin = -1.0
     tmax = max((r["end_at"] for r in results), default=10.0)
     sx = (W - left - right) / (tmax - tmin)
@@ -159,7 +208,7 @@ def _draw_svg(results: list[dict[str, Any]], path: str) -> str:
             f"{html.escape(r['scenario'])}: v4 outage {r['outage4_ms']} ms, two-holder "
             f"samples {r['two_holder_samples']}</text>"
         )
-        for j, lane in enumerate(LANES):
+        for j, lane in enumerate(lanes):
             y = y0 + head + j * (lane_h + gap)
             out.append(
                 f'<text x="{left - 6}" y="{y + lane_h - 2}" text-anchor="end">'
@@ -169,7 +218,7 @@ def _draw_svg(results: list[dict[str, Any]], path: str) -> str:
                 f'<rect x="{left}" y="{y}" width="{W - left - right}" height="{lane_h}" '
                 f'fill="#f3f3f3"/>'
             )
-            for t0, t1, x in r["timeline"][lane]:
+            for t0, t1, x in r["timeline"].get(lane, []):
                 t0, t1 = max(t0, tmin), min(t1, tmax)
                 if t1 <= t0:
                     continue
@@ -180,7 +229,7 @@ def _draw_svg(results: list[dict[str, Any]], path: str) -> str:
                         f'<rect x="{X(t0):.1f}" y="{y + k * h:.1f}" '
                         f'width="{max(0.5, (t1 - t0) * sx):.1f}" height="{h:.1f}" fill="{c}"/>'
                     )
-        yb = y0 + head + len(LANES) * (lane_h + gap)
+        yb = y0 + head + len(lanes) * (lane_h + gap)
         for t in (0.0, r["repair_at"]):
             if t is not None:
                 out.append(
@@ -203,18 +252,19 @@ def _draw_mpl(results: list[dict[str, Any]], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    lanes = _lanes(results)
     fig, axes = plt.subplots(len(results), 1, figsize=(12, 1.6 * len(results)), squeeze=False)
     for ax, r in zip(axes[:, 0], results, strict=True):
-        for j, lane in enumerate(LANES):
-            for t0, t1, x in r["timeline"][lane]:
+        for j, lane in enumerate(lanes):
+            for t0, t1, x in r["timeline"].get(lane, []):
                 cols = _colour(x)
                 for k, c in enumerate(cols):
                     h = 0.8 / len(cols)
-                    ax.broken_barh([(t0, t1 - t0)], (len(LANES) - j - 0.4 + k * h, h), color=c)
+                    ax.broken_barh([(t0, t1 - t0)], (len(lanes) - j - 0.4 + k * h, h), color=c)
         ax.axvline(0, color="k", ls="--", lw=0.8)
         if r["repair_at"] is not None:
             ax.axvline(r["repair_at"], color="k", ls="--", lw=0.8)
-        ax.set_yticks(range(len(LANES), 0, -1), [LANE_LABEL[x] for x in LANES], fontsize=7)
+        ax.set_yticks(range(len(lanes), 0, -1), [LANE_LABEL[x] for x in lanes], fontsize=7)
         ax.set_title(
             f"{r['set']} / {r['scenario']}: v4 outage {r['outage4_ms']} ms, "
             f"two-holder samples {r['two_holder_samples']}",

@@ -35,6 +35,8 @@ class View:
     pos: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
     probes: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: {4: [], 6: []})
+    # probes of the lab service (health-check scenarios), by address family
+    svc: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: {4: [], 6: []})
     adv: list[dict[str, Any]] = field(default_factory=list)
     syslog: list[dict[str, Any]] = field(default_factory=list)
 
@@ -50,7 +52,7 @@ class View:
             if k == "sample":
                 self.samples.append(r)
             elif k == "probe":
-                self.probes[r["af"]].append(r)
+                (self.svc if r.get("svc") else self.probes)[r["af"]].append(r)
             elif k == "adv":
                 if r["dir"] == "out":
                     self.adv.append(r)
@@ -74,8 +76,9 @@ def holders(sample: dict[str, Any], af: int) -> set[str]:
     return {h for h, e in sample["h"].items() if e.get(key) is True and e.get("up")}
 
 
-def steady(v: View, expect: str | None = None) -> str | None:
-    """The single master if the lab is steady, else None."""
+def steady(v: View, expect: str | None = None, svc: bool = False) -> str | None:
+    """The single master if the lab is steady, else None. With svc, the lab service
+    must answer from the master too."""
     v.poll()
     if not v.samples:
         return None
@@ -86,10 +89,11 @@ def steady(v: View, expect: str | None = None) -> str | None:
     (who,) = m
     if expect and who != expect:
         return None
-    for af in (4, 6):
-        last = sorted(v.probes[af][-OK_RUN - 6 :], key=lambda p: p["t"])[-OK_RUN:]
-        if len(last) < OK_RUN or not all(p["ok"] and p.get("who") == who for p in last):
-            return None
+    for probes in (v.probes, v.svc) if svc else (v.probes,):
+        for af in (4, 6):
+            last = sorted(probes[af][-OK_RUN - 6 :], key=lambda p: p["t"])[-OK_RUN:]
+            if len(last) < OK_RUN or not all(p["ok"] and p.get("who") == who for p in last):
+                return None
     return who
 
 
@@ -109,7 +113,7 @@ def wait_steady(
     good_since = None
     while time.monotonic() - t0 < timeout:
         lab.forget_dead()
-        w = steady(v, expect)
+        w = steady(v, expect, svc=bool(lab.st.get("checker")))
         if w:
             return w
         if fix_client and v.samples:
@@ -132,7 +136,8 @@ def wait_steady(
 
 
 def daemons_ok(lab: Lab) -> bool:
-    return all(lab.running(f"{d}-{h}") for d in ("tincd", "ucarp") for h in HOSTS)
+    daemons = ("tincd", "ucarp", "svc") if lab.st.get("checker") else ("tincd", "ucarp")
+    return all(lab.running(f"{d}-{h}") for d in daemons for h in HOSTS)
 
 
 def reset(lab: Lab, v: View, note: list[str]) -> None:
@@ -181,6 +186,10 @@ class Scenario:
     adv_from: str = "hA"  # fire right after this host's advertisement
     setup_master: str = "hA"
     daemon: str = "ucarp"  # the CARP daemon the scenario needs
+    checker: str | None = None  # who runs the health check of the lab service
+    hold: float = HOLD  # seconds between the fault and its repair
+    sets: tuple[str, ...] = ("bare", "carphooks")  # hook sets the scenario applies to
+    final: str | None = None  # the master the scenario must end with (None: any)
 
 
 def _maintenance(lab: Lab, on: bool) -> None:
@@ -196,6 +205,52 @@ def _maintenance(lab: Lab, on: bool) -> None:
         lab.send("tincd-hA", signal.SIGTERM)
     else:
         _restart_hA(lab)
+
+
+# keepalived's VRRP (the lab's CARP daemon for demotion) preempts a master whose
+# priority fell only when its master-down timer runs out: 3 advertisement intervals +
+# skew after the last advertisement it did not discard (keepalived vrrp.c
+# vrrp_state_backup: "received lower priority advert - discarding"; VRRP_MS_DOWN_TIMER).
+# FreeBSD's CARP preempts at the first slower advertisement (carp_input_c).
+ADVERT = 1.0
+MASTER_DOWN = 3 * ADVERT + (256 - 200) / 256 * ADVERT  # hB (priority 200) taking over
+HEALTH_HOLD = 10.0  # > fall x interval + MASTER_DOWN + the address move
+
+
+def _service(lab: Lab, broken: bool) -> None:
+    """Stop (SIGTERM) or start again hA's service."""
+    if broken:
+        lab.stop("svc-hA")
+    else:
+        lab.start_service("hA")
+
+
+def _hang(lab: Lab, broken: bool) -> None:
+    """Freeze (SIGSTOP) or thaw (SIGCONT) hA's service: the kernel still accepts
+    connections, nothing answers, so every check runs into its timeout."""
+    lab.send("svc-hA", signal.SIGSTOP if broken else signal.SIGCONT)
+
+
+def _services(lab: Lab, broken: bool) -> None:
+    """Stop or start the service on every host at once: nobody is healthier, so the
+    address must stay on hA (equal demotion everywhere changes no order)."""
+    for h in HOSTS:
+        if broken:
+            lab.stop(f"svc-{h}")
+        else:
+            lab.start_service(h)
+
+
+def _health(name: str, what: str, fault: Callable[[Lab, bool], None], checker: str,
+            ) -> Scenario:
+    by = "carphooks watch" if checker == "carphooks" else "keepalived track_script"
+    return Scenario(
+        name, f"hA's service {what}, back after {HEALTH_HOLD:.0f} s; checked by {by}",
+        lambda lab: fault(lab, True),
+        lambda lab: fault(lab, False),
+        daemon="keepalived", checker=checker, hold=HEALTH_HOLD, sets=("carphooks",),
+        final="hA",  # preemption: hA takes its address back once healthy
+    )
 
 
 def _cut(lab: Lab, host: str, peers: tuple[str, ...], on: bool) -> None:
@@ -267,6 +322,12 @@ SCENARIOS: dict[str, Scenario] = {
             lambda lab: _maintenance(lab, False),
             daemon="keepalived",
         ),
+        _health("health", "stopped", _service, "carphooks"),
+        _health("health-keepalived", "stopped", _service, "keepalived"),
+        _health("health-hang", "frozen (SIGSTOP)", _hang, "carphooks"),
+        _health("health-hang-keepalived", "frozen (SIGSTOP)", _hang, "keepalived"),
+        _health("health-all", "and every peer's stopped", _services, "carphooks"),
+        _health("health-all-keepalived", "and every peer's stopped", _services, "keepalived"),
         Scenario(
             "manual-del",
             "the floating address deleted by hand on the master",
@@ -303,10 +364,10 @@ def run_scenario(lab: Lab, v: View, sc: Scenario, hookset: str) -> dict[str, Any
     sc.fault(lab)
     t_repair = None
     if sc.repair:
-        time.sleep(max(0.0, t_fault + HOLD - time.time()))
+        time.sleep(max(0.0, t_fault + sc.hold - time.time()))
         t_repair = time.time()
         sc.repair(lab)
-    final = wait_steady(lab, v, None, SETTLE_MAX, SETTLE_MIN)
+    final = wait_steady(lab, v, sc.final, SETTLE_MAX, SETTLE_MIN)
     t_end = time.time()
     if not final:
         note.append(f"no steady state {SETTLE_MAX:.0f} s after the last action")
@@ -316,6 +377,7 @@ def run_scenario(lab: Lab, v: View, sc: Scenario, hookset: str) -> dict[str, Any
     res["quorum_lost"] = sorted({host for t, host, msg in res["timeline"]["syslog"]
                                  if 0 <= t < until and "quorum lost" in msg})
     res.update(scenario=sc.name, title=sc.title, set=hookset, final_master=final, notes=note,
+               checker=sc.checker,
                mesh={"complete": mesh_ok, "waited_s": mesh_wait, "missing": missing})
     if not final:
         reset(lab, v, note)
@@ -426,7 +488,9 @@ def analyze(
     if last_fail is not None:
         first_ok_after = next((p["t"] for p in probes[4] if p["ok"] and p["t"] > last_fail), None)
     rel = lambda x: None if x is None else round(x - t_fault, 3)  # noqa: E731
+    svc = service_view(v, w0, t_fault, t_repair, t_end) if lab.st.get("checker") else None
     return {
+        "svc": svc,
         "t_begin": t_begin,
         "t_fault": t_fault,
         "t_repair": t_repair,
@@ -458,6 +522,7 @@ def analyze(
                 for h in hooks
             ],
             "syslog": [[rel(s["t"]), s["host"], s["msg"]] for s in syslog],
+            **({f"svc{af}": svc["timeline"][af] for af in (4, 6)} if svc else {}),
         },
         "hook_env": [
             {"host": h["host"], "hook": h["hook"], "env": h["env"], "argv": h["argv"]}
@@ -465,3 +530,55 @@ def analyze(
             if h["hook"] in ("tinc-up", "tinc-down", "host-up", "host-down")
         ],
     }
+
+
+def service_view(v: View, w0: float, t_fault: float, t_repair: float | None,
+                 t_end: float, master: str = "hA") -> dict[str, Any]:
+    """The lab service as the client saw it (health-check scenarios), seconds from the
+    fault: per phase the longest outage; when a peer first served the client after the
+    fault (`peer_at`), and when ``master`` served it again for good after the repair
+    (`back_at`, seconds from the repair)."""
+    out: dict[str, Any] = {"phases": {}, "timeline": {}}
+    bounds = [("failover", t_fault, t_repair or t_end)]
+    if t_repair:
+        bounds.append(("repair", t_repair, t_end))
+    for af in (4, 6):
+        pp = sorted((p for p in v.svc[af] if w0 <= p["t"] <= t_end), key=lambda p: p["t"])
+        for name, a, b in bounds:
+            ms, at, open_ = longest_outage([p for p in pp if a <= p["t"] < b], b)
+            ph = out["phases"].setdefault(name, {})
+            ph[f"outage{af}_ms"] = ms
+            ph[f"outage{af}_open"] = open_
+            ph[f"outage{af}_at"] = round(at - t_fault, 3) if at else None
+        first_fail = next((p["t"] for p in pp if p["t"] >= t_fault and not p["ok"]), None)
+        peer = next((p for p in pp if p["t"] >= t_fault and p["ok"] and p.get("who") != master
+                     and (t_repair is None or p["t"] < t_repair)), None)
+        out[f"down_at{af}"] = None if first_fail is None else round(first_fail - t_fault, 3)
+        out[f"peer_at{af}"] = None if peer is None else round(peer["t"] - t_fault, 3)
+        out[f"peer{af}"] = None if peer is None else peer["who"]
+        back = None
+        if t_repair:
+            for p in pp:  # start of the last run of answers from the master
+                if p["t"] < t_repair:
+                    continue
+                if p["ok"] and p.get("who") == master:
+                    back = back if back is not None else p["t"]
+                else:
+                    back = None
+        out[f"back_at{af}"] = None if back is None else round(back - t_repair, 3)
+        out["timeline"][af] = [
+            [round(a - t_fault, 3), round(b - t_fault, 3), x] for a, b, x in
+            segments([(p["t"], p.get("who", "-") if p["ok"] else "FAIL") for p in pp], t_end)
+        ]
+    # the first advertisement of the master with a changed priority (VRRP priority /
+    # CARP advskew, byte 2 of either header) after the fault: the demotion on the wire,
+    # where FreeBSD's CARP would have its preempting backup take over (carp_input_c)
+    mine = [a for a in v.adv if a["src"] == master]
+    base = next((a["skew"] for a in reversed(mine) if a["t"] < t_fault), None)
+    dem = next((a for a in mine if t_fault <= a["t"] < (t_repair or t_end)
+                and a["skew"] != base), None)
+    out["demoted_adv_at"] = None if dem is None else round(dem["t"] - t_fault, 3)
+    out["priority"] = [base, None if dem is None else dem["skew"]]
+    out["outage4_ms"] = max(ph["outage4_ms"] for ph in out["phases"].values())
+    out["outage6_ms"] = max(ph["outage6_ms"] for ph in out["phases"].values())
+    return out

@@ -36,6 +36,17 @@ VIP6 = "2001:db8:100::100/64"
 CARP_VIP = "192.0.2.254"
 PORT = 7777
 VHID = 1
+# The health-check scenarios: a tiny HTTP service on each host (python -m http.server,
+# GET /name answers the host's name), checked by carphooks' [[check]] or by keepalived's
+# vrrp_script with the same interval, timeout, fall, rise and weight.
+SVC_PORT = 8080
+SVC_PATH = "/name"
+# keepalived takes whole seconds (vrrp_parser.c vrrp_vscript_timeout_handler: at least
+# 1) while carphooks wants the timeout below the interval: carphooks and curl give up
+# after 0.9 s, keepalived's own timeout (a backstop behind curl's) is 1 s.
+CHECK = {"interval": 1, "timeout": 0.9, "fall": 2, "rise": 2, "weight": 60}
+KEEPALIVED_SCRIPT_TIMEOUT = 1
+CHECKERS = ("carphooks", "keepalived")
 NETNAME = "carp"
 HOSTS: dict[str, dict[str, Any]] = {
     "hA": {"n": 11, "skew": 0},
@@ -121,6 +132,17 @@ def rendered_tinc_conf(config_path: Path, host: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def svc_url() -> str:
+    """The URL both checkers GET inside each host (the host's own service)."""
+    return f"http://127.0.0.1:{SVC_PORT}{SVC_PATH}"
+
+
+def keepalived_check_argv() -> list[str]:
+    """keepalived's track_script: the same HTTP GET as carphooks' check, by curl."""
+    return ["/usr/bin/curl", "-fsS", "-o", "/dev/null", "--max-time", str(CHECK["timeout"]),
+            svc_url()]
+
+
 def carphooks_missing() -> list[str]:
     return [e for e in ENTRY_POINTS if not os.access(VENV_BIN / e, os.X_OK)]
 
@@ -140,6 +162,7 @@ class Lab:
                 "owner": owner,
                 "hookset": None,
                 "daemon": "ucarp",
+                "checker": None,
                 "created": time.time(),
             }
         self.tmp = Path(self.st["tmp"])
@@ -432,6 +455,7 @@ topology = "tinc"
 quorum = "majority"
 lock_timeout = 5.0
 demotion_file = "{self.hdir(h) / "demotion"}"
+{"reconcile_interval = 1.0" if self.st.get("checker") == "carphooks" else ""}
 
 [tinc]
 netname = "{NETNAME}"
@@ -452,9 +476,27 @@ address = "{CARP_VIP}/24"
 advbase = 1
 advskew = {v["skew"]}
 password = "labpass"
-""",
+{self._check_toml()}""",
             0o600,  # holds the CARP password: carphooks refuses it readable by others
         )
+
+    def _check_toml(self) -> str:
+        """carphooks' health check of the lab service (only when carphooks is the checker)."""
+        if self.st.get("checker") != "carphooks":
+            return ""
+        return f"""
+[[check]]
+name = "web"
+type = "http"
+url = "{svc_url()}"
+expect_status = 200
+interval = {CHECK["interval"]}
+timeout = {CHECK["timeout"]}
+fall = {CHECK["fall"]}
+rise = {CHECK["rise"]}
+weight = {CHECK["weight"]}
+groups = ["web"]
+"""
 
     # ------------------------------------------------------------ daemons
     def _start_monitor(self) -> None:
@@ -465,6 +507,8 @@ password = "labpass"
             "vip4": VIP4,
             "vip6": VIP6,
             "port": PORT,
+            "svc_port": SVC_PORT,
+            "svc_path": SVC_PATH,
             "vpn_ips": {h: v["vpn"].split("/")[0] for h, v in HOSTS.items()},
             "syslog": {h: str(self.hdir(h) / "syslog.sock") for h in HOSTS},
         }
@@ -542,6 +586,8 @@ password = "labpass"
         if not demotion.exists():
             _write(demotion, "0\n")
         conf = d / "keepalived.conf"
+        track = ("    track_script {\n        chk_web\n    }\n"
+                 if self.st.get("checker") == "keepalived" else "")
         _write(conf, f"""global_defs {{
     router_id {h}
     script_user root
@@ -552,7 +598,7 @@ vrrp_track_file carphooks_demotion {{
     file {demotion}
     weight -1
 }}
-vrrp_instance vhid{VHID} {{
+{self._vrrp_script()}vrrp_instance vhid{VHID} {{
     state BACKUP
     interface tap0
     virtual_router_id {VHID}
@@ -564,7 +610,7 @@ vrrp_instance vhid{VHID} {{
     track_file {{
         carphooks_demotion
     }}
-    notify "{d / "keepalived-notify"} tap0"
+{track}    notify "{d / "keepalived-notify"} tap0"
 }}
 """)
         self.spawn(
@@ -574,6 +620,59 @@ vrrp_instance vhid{VHID} {{
              "-G", "-i", h],
             self.env(h), d / "ucarp.log",
         )
+
+    def _vrrp_script(self) -> str:
+        """keepalived's own health check, equal to carphooks' [[check]] (keepalived
+        subtracts |weight| from the priority after `fall` failures, adds it back after
+        `rise` successes: keepalived.conf(5), "VRRP script(s)")."""
+        if self.st.get("checker") != "keepalived":
+            return ""
+        return f"""vrrp_script chk_web {{
+    script "{" ".join(keepalived_check_argv())}"
+    interval {CHECK["interval"]}
+    timeout {KEEPALIVED_SCRIPT_TIMEOUT}
+    fall {CHECK["fall"]}
+    rise {CHECK["rise"]}
+    weight -{CHECK["weight"]}
+}}
+"""
+
+    # ------------------------------------------------------------ the service
+    def start_service(self, h: str) -> None:
+        """The tiny service behind the floating address: python's http.server on
+        SVC_PORT (dual stack) in h's namespace; GET /name answers h."""
+        www = self.hdir(h) / "www"
+        _write(www / SVC_PATH.lstrip("/"), f"{h}\n")
+        self.spawn(f"svc-{h}", self.ns[h],
+                   [sys.executable, "-m", "http.server", str(SVC_PORT), "--bind", "::",
+                    "--directory", str(www)],
+                   {"PATH": MIN_PATH}, self.hdir(h) / "svc.log")
+
+    def start_services(self) -> None:
+        """Every host's service (health-check scenarios only); waits until they listen."""
+        if not self.st.get("checker"):
+            return
+        for h in HOSTS:
+            if not self.running(f"svc-{h}"):
+                self.start_service(h)
+        for h in HOSTS:
+            self.wait_service(h)
+
+    def wait_service(self, h: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s = nsutil.socket_in(self.ns[h], socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.settimeout(0.2)
+                if s.connect_ex(("127.0.0.1", SVC_PORT)) == 0:
+                    return
+            finally:
+                s.close()
+            if not self.running(f"svc-{h}"):
+                break
+            time.sleep(0.05)
+        raise LabError(f"service on {h} not listening on port {SVC_PORT}, see "
+                       f"{self.hdir(h) / 'svc.log'}")
 
     def start_ucarp(self, h: str) -> None:
         if self.st.get("daemon") == "keepalived":
@@ -620,15 +719,16 @@ vrrp_instance vhid{VHID} {{
         if self.st["hookset"] != "carphooks" or self.running(f"cron-{h}"):
             return
         d = self.hdir(h)
-        self.spawn(
-            f"cron-{h}",
-            self.ns[h],
-            [str(VENV_BIN / "carphooks"), "reconcile", "--every", "1"],
-            self.env(h),
-            d / "cron.log",
-        )
+        # with carphooks as the health checker, its long-running loop runs the checks
+        # and the periodic reconcile in one process
+        argv = ([str(VENV_BIN / "carphooks"), "watch"] if self.st.get("checker") == "carphooks"
+                else [str(VENV_BIN / "carphooks"), "reconcile", "--every", "1"])
+        self.spawn(f"cron-{h}", self.ns[h], argv, self.env(h), d / "cron.log")
 
     def start_host(self, h: str) -> None:
+        if self.st.get("checker") and not self.running(f"svc-{h}"):
+            self.start_service(h)
+            self.wait_service(h)
         if not self.running(f"tincd-{h}"):
             self.start_tincd(h)
         self.wait_tap(h)
@@ -637,6 +737,7 @@ vrrp_instance vhid{VHID} {{
         self.start_cron(h)
 
     def start_all(self) -> None:
+        self.start_services()
         for h in HOSTS:
             if not self.running(f"tincd-{h}"):
                 self.start_tincd(h)
@@ -658,6 +759,7 @@ vrrp_instance vhid{VHID} {{
     def stop_daemons(self) -> None:
         for h in HOSTS:
             self.stop(f"cron-{h}")
+            self.stop(f"svc-{h}")
         for h in HOSTS:
             self.stop(f"ucarp-{h}")
         for h in HOSTS:
