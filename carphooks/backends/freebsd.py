@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from carphooks.backends import announce
 from carphooks.backends.base import Backend, CarpState, Change, Interface, InterfaceMissing
-from carphooks.backends.ifconfig_parse import ParseError, parse_one
+from carphooks.backends.ifconfig_parse import IfInfo, ParseError, parse_all, parse_one
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError, CommandError, ConfigError
 from carphooks.runner import Runner
@@ -77,8 +77,26 @@ class FreeBSDBackend(Backend):
             info = parse_one(result.stdout, ifname)
         except ParseError as exc:
             raise CarphooksError(f"ifconfig {ifname}: {exc}") from None
-        return Interface(name=ifname, addresses=info.addresses, carp=info.carp,
-                         mac=info.ether, up=info.up)
+        return _interface(info)
+
+    def read_many(self, names: Sequence[str]) -> dict[str, Interface | None]:
+        """One ``ifconfig -a`` for two interfaces or more (``ifconfig IF`` for one).
+
+        ``ifconfig -a`` prints every interface exactly as ``ifconfig IF`` prints it
+        (sbin/ifconfig/ifconfig.c ``main`` and ``list_interfaces`` both end in
+        ``ifconfig_netlink.c`` ``list_interfaces_nl`` -> ``status_nl``, or on 13.x
+        ``list_interfaces_ioctl`` -> ``status``; ``ifconfig IF`` only filters on the
+        name). An interface it does not list does not exist. Only the interfaces asked
+        for are parsed."""
+        wanted = list(dict.fromkeys(names))
+        if len(wanted) < 2:
+            return super().read_many(wanted)
+        result = self.runner.run(["ifconfig", "-a"], mutating=False)
+        try:
+            found = parse_all(result.stdout, wanted)
+        except ParseError as exc:
+            raise CarphooksError(f"ifconfig -a: {exc}") from None
+        return {name: _interface(found[name]) if name in found else None for name in wanted}
 
     @staticmethod
     def argv(change: Change) -> list[str]:
@@ -248,6 +266,11 @@ class FreeBSDBackend(Backend):
 
     def add_demotion(self, delta: int) -> None:
         self.runner.run(["sysctl", f"net.inet.carp.demotion={delta}"], mutating=True)
+
+
+def _interface(info: IfInfo) -> Interface:
+    return Interface(name=info.name, addresses=info.addresses, carp=info.carp, mac=info.ether,
+                     up=info.up)
 
 
 def _bpf_problem() -> str | None:
