@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from carphooks.backends import announce
 from carphooks.backends.base import Backend, CarpState, Change, Interface, InterfaceMissing
 from carphooks.backends.ifconfig_parse import IfInfo, ParseError, parse_all, parse_one
 from carphooks.config import Group, IPInterface
@@ -220,6 +219,8 @@ class FreeBSDBackend(Backend):
 
     def _mac(self, ifname: str) -> bytes | None:
         """The interface's own MAC from ``ifconfig`` (read once per process)."""
+        from carphooks.backends import announce  # the detached child's: not on the hook path
+
         if ifname not in self._macs:
             try:
                 self._macs[ifname] = announce.parse_mac(self.read(ifname).mac or "")
@@ -246,6 +247,8 @@ class FreeBSDBackend(Backend):
     def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:
         # The kernel sends one gratuitous ARP per IPv4 alias on add (more with
         # net.link.ether.inet.garp_rexmit_count); IPv6 gets unsolicited NAs from us.
+        from carphooks.backends import announce
+
         v6 = [a for a in addresses if isinstance(a, ipaddress.IPv6Interface)]
         if v6:
             announce.repeat(ifname, [], v6, router=self.na_router_flag(ifname))
