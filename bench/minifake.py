@@ -2,10 +2,10 @@
 
 The Python emulator in ``tests/fakebsd`` costs ~40 ms per call (an interpreter start
 and a JSON state round trip). Here ``ifconfig IF`` is one ``sh`` plus one ``cat`` of
-prepared files (``ifconfig -a``: vtnet0 then tap0, in one ``cat``), and ``ifconfig IF [inet|inet6] A[/P] alias|-alias`` fills or empties
-one line file with shell builtins; ``logger`` appends to a file with builtins. The
-output text comes from the emulator (same FreeBSD 14 format), and every call is
-appended to ``calls.log``.
+prepared files (``ifconfig -a``: vtnet0 then tap0, in one ``cat``), and
+``ifconfig IF [inet|inet6] A[/P] alias|-alias`` fills or empties one line file with
+shell builtins; ``logger`` appends to a file with builtins. The output text comes from
+the emulator (same FreeBSD 14 format), and every call is appended to ``calls.log``.
 
 Layout of the directory::
 
