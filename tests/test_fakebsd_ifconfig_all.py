@@ -21,16 +21,6 @@ def host(tmp_path: Path) -> FakeBSD:
     return bsd
 
 
-def test_every_interface_as_ifconfig_if_prints_it_in_index_order(host: FakeBSD) -> None:
-    assert host.ifconfig("-a") == host.ifconfig("vtnet0") + host.ifconfig("tap0")
-    assert host.ifconfig() == host.ifconfig("-a")  # no arguments is -a
-
-
-def test_an_address_family_limits_the_output(host: FakeBSD) -> None:
-    out = host.ifconfig("-a", "inet6").splitlines()
-    assert not any(line.split()[0] == "inet" for line in out if line[:1].isspace())
-
-
 @pytest.mark.parametrize("args, message", [
     (["-a", "tap0"], "ifconfig: Address family 'tap0' unknown."),  # not an interface
     (["-a", "inet", "tap0"], "usage: ifconfig"),
