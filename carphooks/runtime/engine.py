@@ -142,6 +142,7 @@ class Engine:
     def read_many(self, names: Sequence[str]) -> dict[str, Interface | None]:
         """Read interfaces together (one command where the backend can); None for an
         absent one."""
+        before = self.backend.runner.count
         if len(names) == 1:
             try:
                 found: dict[str, Interface | None] = {names[0]: self.backend.read(names[0])}
@@ -149,7 +150,9 @@ class Engine:
                 found = {names[0]: None}
         else:
             found = self.backend.read_many(names)
-        self._last = (self.backend.runner.count, found)
+        after = self.backend.runner.count
+        # kept only when this read was the one command run meanwhile (no other thread's)
+        self._last = (after, found) if after == before + 1 else (-1, {})
         return found
 
     def last_read(self) -> dict[str, Interface | None]:
