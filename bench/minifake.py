@@ -2,10 +2,10 @@
 
 The Python emulator in ``tests/fakebsd`` costs ~40 ms per call (an interpreter start
 and a JSON state round trip). Here ``ifconfig IF`` is one ``sh`` plus one ``cat`` of
-prepared files, and ``ifconfig IF [inet|inet6] A[/P] alias|-alias`` fills or empties
-one line file with shell builtins; ``logger`` appends to a file with builtins. The
-output text comes from the emulator (same FreeBSD 14 format), and every call is
-appended to ``calls.log``.
+prepared files (``ifconfig -a``: vtnet0 then tap0, in one ``cat``), and
+``ifconfig IF [inet|inet6] A[/P] alias|-alias`` fills or empties one line file with
+shell builtins; ``logger`` appends to a file with builtins. The output text comes from
+the emulator (same FreeBSD 14 format), and every call is appended to ``calls.log``.
 
 Layout of the directory::
 
@@ -29,6 +29,11 @@ IFCONFIG = r"""#!/bin/sh
 # minimal fake ifconfig (bench/minifake.py): reads cat prepared files, writes toggle a line
 D=${MINIFAKE_DIR:?MINIFAKE_DIR is not set}
 echo "ifconfig $*" >> "$D/calls.log"
+if [ "$*" = "-a" ]; then  # every interface in ifindex order, each as "ifconfig IF" shows it
+  S=$D/state
+  exec cat "$S/vtnet0.head" "$S/vtnet0.a/"* "$S/vtnet0.tail" "$S/tap0.head" "$S/tap0.a/"* \
+    "$S/tap0.tail"
+fi
 IF=$1
 if [ ! -f "$D/state/$IF.head" ]; then
   echo "ifconfig: interface $IF does not exist" >&2

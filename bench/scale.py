@@ -79,7 +79,7 @@ def classify(calls: list[list[str]], tool: str = "ifconfig") -> dict[str, int]:
         if not argv:
             continue
         if Path(argv[0]).name == tool and len(argv) == 2:
-            reads[argv[1]] += 1
+            reads["all" if argv[1] == "-a" else argv[1]] += 1  # -a: every interface at once
         elif Path(argv[0]).name == tool:
             changes += 1
         else:

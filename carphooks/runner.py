@@ -1,4 +1,4 @@
-"""The one place where carphooks runs external commands (built on ``sh``).
+"""The one place where carphooks runs external commands (``subprocess``, no shell).
 
 Argv lists only, never a shell. The hooks run as root, so the runner:
 
@@ -46,8 +46,6 @@ PASSENV = "CARPHOOKS_PASSENV"
 HOOK_BUDGET = 30.0  # seconds for all commands of one hook or command (see Runner.deadline)
 PER_ADDRESS = 0.2  # more seconds per floating address in the config (one change each)
 INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-# Every exit status, and death by signal, is reported by us rather than raised by sh.
-OK_CODES = [*range(256), *(-sig for sig in range(1, 65))]
 
 
 def search_path(environ_path: str | None = None) -> str:
@@ -223,7 +221,7 @@ class Result:
 
 
 class Runner:
-    """Runs argv lists through ``sh``; tests swap PATH, not this class."""
+    """Runs argv lists (never through a shell); tests swap PATH, not this class."""
 
     def __init__(self, *, dry_run: bool = False, timeout: float = 10.0,
                  echo: Callable[[str], None] | None = None,
@@ -274,8 +272,8 @@ class Runner:
 
     @staticmethod
     def preload() -> None:
-        """Import ``sh`` now (it takes tens of ms), e.g. while waiting on the network."""
-        import sh  # noqa: F401
+        """Import the process machinery now, e.g. while waiting on the network."""
+        import subprocess  # noqa: F401
 
     def limit(self, timeout: float | None = None) -> float:
         """Seconds the next command may take: its timeout, capped by the deadline."""
@@ -302,21 +300,20 @@ class Runner:
                                "hook was reached")
         if self.trace is not None:
             self.trace(f"run: {shown}")
-        import sh  # deferred: only hooks that run a command pay for the import
+        import subprocess  # deferred: only hooks that run a command pay for the import
 
         self.count += 1
         env = command_environment(os.environ, os.pathsep.join(self.trusted_dirs()))
         expired = threading.Event()
         # The child gets its own session (so its own process group): a timeout or an
-        # interruption kills everything it started. A signal arriving while sh forks
-        # is held back until the child's pid is known, then raised here.
+        # interruption kills everything it started. A signal arriving while we fork is
+        # held back until the child's pid is known, then raised here.
         with _shielded():
             try:
-                proc = sh.Command(program)(
-                    *argv[1:], _in=stdin, _env=env, _ok_code=OK_CODES, _bg=True,
-                    _new_session=True, _tty_out=False, _tty_in=False, _return_cmd=True,
-                    _decode_errors="replace",
-                )
+                proc = subprocess.Popen(
+                    [program, *argv[1:]], env=env, close_fds=True,
+                    start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE)
             except OSError as exc:
                 raise CommandError(redact(argv), 126, str(exc)) from None
 
@@ -324,19 +321,22 @@ class Runner:
                 expired.set()
                 _kill_group(proc.pid)
 
-            # A timer kills the command at the limit while we block in wait(): sh's own
-            # _timeout (and wait(timeout=...)) poll in 0.1 s steps, which added ~100 ms to
-            # every command, and wait(timeout=...) may return before the output is read.
+            # A timer kills the command at the limit while we read its output: a poll
+            # loop would add its step to every command.
             timer = threading.Timer(limit, expire)
             timer.daemon = True
             timer.start()
         try:
-            _raise_if_interrupted()  # a signal held back while sh forked
-            proc.wait()
+            _raise_if_interrupted()  # a signal held back while we forked
+            out, err = proc.communicate(None if stdin is None else stdin.encode())
         except BaseException as exc:  # Interrupted, or anything else: leave no child
             _kill_group(proc.pid)
             with contextlib.suppress(Exception):
                 proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
             if isinstance(exc, Interrupted):
                 exc.killed = shown
             raise
@@ -344,10 +344,10 @@ class Runner:
             timer.cancel()
         if expired.is_set():
             raise CommandError(redact(argv), 124, f"timed out after {limit:g} s")
-        if proc.exit_code < 0:
-            raise CommandError(redact(argv), 128 - proc.exit_code,
-                               f"killed by signal {-proc.exit_code}")
-        result = Result(tuple(argv), int(proc.exit_code), str(proc), _text(proc.stderr))
+        if proc.returncode < 0:
+            raise CommandError(redact(argv), 128 - proc.returncode,
+                               f"killed by signal {-proc.returncode}")
+        result = Result(tuple(argv), proc.returncode, _text(out), _text(err))
         if check and result.returncode != 0:
             raise CommandError(redact(argv), result.returncode, result.stderr or result.stdout)
         return result

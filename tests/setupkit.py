@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from carphooks import config as configmod
-from carphooks.setup import render
+from carphooks.setup import devd, render
 
 HOSTS = ("hA", "hB", "hC")
 RENDER_BINDIR = Path("/usr/local/bin")
@@ -140,3 +140,9 @@ def target(config: configmod.Config, host: str, **kw: object) -> render.Target:
     args: dict[str, object] = {"bindir": RENDER_BINDIR, "config_path": CONFIG_PATH}
     args.update(kw)
     return render.target(config, host=host, **args)  # type: ignore[arg-type]
+
+
+def first_match(conf: devd.DevdConfig, event: devd.Event) -> devd.Rule | None:
+    """The one rule devd would run for ``event`` (None: nothing runs)."""
+    matches = conf.all_matches(event)
+    return matches[0] if matches else None

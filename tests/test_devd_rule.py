@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from setupkit import CONFIG_PATH, RENDER_BINDIR, target, write_cluster
+from setupkit import CONFIG_PATH, RENDER_BINDIR, first_match, target, write_cluster
 
 from carphooks import config as configmod
 from carphooks.setup import check, devd, render
@@ -172,17 +172,17 @@ def test_template_comments_state_priority_and_restart() -> None:
 @pytest.mark.parametrize("line", MATCHING)
 def test_rule_matches_carp_events(ours: devd.DevdConfig, line: str) -> None:
     event = devd.parse_event(line)
-    assert ours.first_match(event) is ours.rules[0]
+    assert first_match(ours, event) is ours.rules[0]
 
 
 @pytest.mark.parametrize("line", NOT_MATCHING)
 def test_rule_ignores_everything_else(ours: devd.DevdConfig, line: str) -> None:
-    assert ours.first_match(devd.parse_event(line)) is None
+    assert first_match(ours, devd.parse_event(line)) is None
 
 
 @pytest.mark.parametrize("type_", ["MASTER", "BACKUP", "INIT"])
 def test_all_three_types_match(ours: devd.DevdConfig, type_: str) -> None:
-    assert ours.first_match(devd.carp_event("220@lagg0_vlan220", type_)) is not None
+    assert first_match(ours, devd.carp_event("220@lagg0_vlan220", type_)) is not None
 
 
 @pytest.mark.parametrize("quote", [True, False], ids=["quoting-devd", "old-devd"])
@@ -218,15 +218,15 @@ def test_ours_outranks_stock_pfsense_and_opnsense(tmp_path: Path, rule_text: str
     tree = devd.load_tree(root)
     assert tree.files[0] == "/etc/devd.conf"
     for line in MATCHING:
-        winner = tree.first_match(devd.parse_event(line))
+        winner = first_match(tree, devd.parse_event(line))
         assert winner is not None and winner.source == OURS, line
     # the others still match (they are shadowed, which is the point of priorities)
     shadowed = tree.all_matches(devd.carp_event("1@vtnet0", "MASTER"))
     assert [r.priority for r in shadowed] == [200, 101, 100]
     # non-CARP events go to the stock rules, never to ours
-    link = tree.first_match(devd.parse_event("!system=IFNET subsystem=vtnet0 type=ATTACH"))
+    link = first_match(tree, devd.parse_event("!system=IFNET subsystem=vtnet0 type=ATTACH"))
     assert link is not None and link.source == "/etc/devd.conf"
-    assert tree.first_match(devd.parse_event("!system=IFNET subsystem=vtnet0 type=LINK_UP")) \
+    assert first_match(tree, devd.parse_event("!system=IFNET subsystem=vtnet0 type=LINK_UP")) \
         is None  # media-type does not hold without an interface database
 
 
@@ -234,18 +234,18 @@ def test_set_variables_and_negation(tmp_path: Path, rule_text: str) -> None:
     tree = devd.load_tree(_tree(tmp_path, {"/etc/devd.conf": STOCK}, rule_text))
     assert [r.kind for r in tree.rules].count("nomatch") == 2
     usb = devd.parse_event("?bus=uhub0 vendor=0x1 product=0x2")
-    rule = tree.first_match(usb)
+    rule = first_match(tree, usb)
     assert rule is not None and rule.actions == (
         "logger Unknown USB device: vendor $vendor bus $bus",)
-    assert tree.first_match(devd.parse_event("!system=IFNET subsystem=usbus0 type=ATTACH")) \
+    assert first_match(tree, devd.parse_event("!system=IFNET subsystem=usbus0 type=ATTACH")) \
         is None
-    assert tree.first_match(devd.parse_event("!system=IFNET subsystem=em0 type=ATTACH")) \
+    assert first_match(tree, devd.parse_event("!system=IFNET subsystem=em0 type=ATTACH")) \
         is not None
     assert tree.sets["wifi-driver-regex"].startswith("(ath|")
     cdev = devd.parse_event("!system=DEVFS subsystem=CDEV type=CREATE cdev=ttyv0")
-    assert tree.first_match(cdev) is None  # "!ttyv.*" negated
+    assert first_match(tree, cdev) is None  # "!ttyv.*" negated
     other = devd.parse_event("!system=DEVFS subsystem=CDEV type=CREATE cdev=da0")
-    assert tree.first_match(other) is not None
+    assert first_match(tree, other) is not None
 
 
 def test_higher_priority_rule_shadows_ours_for_what_it_matches(tmp_path: Path,
@@ -253,8 +253,8 @@ def test_higher_priority_rule_shadows_ours_for_what_it_matches(tmp_path: Path,
     greedy = ('notify 300 {\n\tmatch "system" "CARP";\n\tmatch "type" "MASTER";\n'
               '\taction "/usr/local/sbin/other";\n};\n')
     tree = devd.load_tree(_tree(tmp_path, {"/etc/devd/greedy.conf": greedy}, rule_text))
-    master = tree.first_match(devd.carp_event("1@tap0", "MASTER"))
-    backup = tree.first_match(devd.carp_event("1@tap0", "BACKUP"))
+    master = first_match(tree, devd.carp_event("1@tap0", "MASTER"))
+    backup = first_match(tree, devd.carp_event("1@tap0", "BACKUP"))
     assert master is not None and master.source == "/etc/devd/greedy.conf"
     assert backup is not None and backup.source == OURS
 
@@ -262,7 +262,7 @@ def test_higher_priority_rule_shadows_ours_for_what_it_matches(tmp_path: Path,
 def test_equal_priority_earlier_file_wins(tmp_path: Path, rule_text: str) -> None:
     tie = OPNSENSE.replace("notify 101", "notify 200")
     tree = devd.load_tree(_tree(tmp_path, {"/etc/devd/tie.conf": tie}, rule_text))
-    winner = tree.first_match(devd.carp_event("1@tap0", "INIT"))
+    winner = first_match(tree, devd.carp_event("1@tap0", "INIT"))
     assert winner is not None and winner.source == "/etc/devd/tie.conf"
 
 
@@ -274,7 +274,7 @@ def test_lower_priority_and_non_conf_files_do_not_shadow(tmp_path: Path,
              "/usr/local/etc/devd/carphooks.conf.carphooks-bak": tie_rule(900),
              "/usr/local/etc/devd/old.conf.disabled": tie_rule(900)}
     tree = devd.load_tree(_tree(tmp_path, files, rule_text))
-    winner = tree.first_match(devd.carp_event("7@vtnet0.100", "BACKUP"))
+    winner = first_match(tree, devd.carp_event("7@vtnet0.100", "BACKUP"))
     assert winner is not None and winner.source == OURS
 
 
@@ -287,8 +287,8 @@ def test_posix_classes_and_brackets() -> None:
     cfg = devd.parse('notify 5 { match "subsystem" "[[:digit:]]+@[[:alnum:]_.]+"; '
                      'match "x" "a[]b]c"; action "x"; };')
     event = devd.parse_event("!subsystem=12@lagg0_vlan.2 x=a]c")
-    assert cfg.first_match(event) is not None
-    assert cfg.first_match(devd.parse_event("!subsystem=1a@x x=a]c")) is None
+    assert first_match(cfg, event) is not None
+    assert first_match(cfg, devd.parse_event("!subsystem=1a@x x=a]c")) is None
 
 
 @pytest.mark.parametrize("bad", [
@@ -301,7 +301,7 @@ def test_posix_classes_and_brackets() -> None:
 def test_syntax_errors(bad: str) -> None:
     with pytest.raises(devd.DevdSyntaxError):
         cfg = devd.parse(bad, "bad.conf")
-        cfg.first_match(devd.carp_event("1@tap0", "MASTER"))
+        first_match(cfg, devd.carp_event("1@tap0", "MASTER"))
 
 
 SUBSYSTEM_RE = re.compile(r"[0-9]+@[0-9a-z_.]+", re.IGNORECASE)
@@ -321,7 +321,7 @@ def test_rule_matches_exactly_the_documented_language(vhid: str, ifname: str,
     event = devd.parse_event(f"!system=CARP subsystem={subsystem} type={type_}")
     expected = (SUBSYSTEM_RE.fullmatch(subsystem) is not None
                 and type_.upper() in ("MASTER", "BACKUP", "INIT"))
-    assert (rule_cfg.first_match(event) is not None) == expected
+    assert (first_match(rule_cfg, event) is not None) == expected
     if expected:
         argv = devd.action_argv(rule_cfg.rules[0].actions[0], event)
         assert argv[-2:] == [subsystem, type_]

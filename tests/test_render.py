@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from setupkit import CONFIG_PATH, HOSTS, RENDER_BINDIR, target, write_cluster
+from setupkit import CONFIG_PATH, HOSTS, RENDER_BINDIR, first_match, target, write_cluster
 
 from carphooks import config as configmod
 from carphooks.cli import admin as cli
@@ -325,7 +325,7 @@ def test_rendered_tinc_scripts_and_devd_rule_against_fakebsd(tmp_path: Path) -> 
     assert events and events[-1] == "!system=CARP subsystem=1@tap0 type=MASTER"
     rules = devd.parse(render.render(tgt, "devd").text, "/usr/local/etc/devd/carphooks.conf")
     for line in events:
-        rule = rules.first_match(devd.parse_event(line))
+        rule = first_match(rules, devd.parse_event(line))
         assert rule is not None
         command = devd.expand_action(rule.actions[0], devd.parse_event(line))
         proc = subprocess.run(["/bin/sh", "-c", command], env=base, capture_output=True,

@@ -112,6 +112,17 @@ class Backend(abc.ABC):
     def read(self, ifname: str) -> Interface:
         """Read an interface once (raise InterfaceMissing when absent)."""
 
+    def read_many(self, names: Sequence[str]) -> dict[str, Interface | None]:
+        """Read several interfaces at once (None for an absent one); backends that can
+        read them all with one command override this."""
+        out: dict[str, Interface | None] = {}
+        for name in dict.fromkeys(names):
+            try:
+                out[name] = self.read(name)
+            except InterfaceMissing:
+                out[name] = None
+        return out
+
     @abc.abstractmethod
     def apply(self, changes: Sequence[Change]) -> list[tuple[Change, str]]:
         """Run the changes; return the ones whose command failed, with the error."""

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from carphooks.backends import announce
 from carphooks.backends.base import Backend, CarpState, Change, Interface, InterfaceMissing
-from carphooks.backends.ifconfig_parse import ParseError, parse_one
+from carphooks.backends.ifconfig_parse import IfInfo, ParseError, parse_all, parse_one
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError, CommandError, ConfigError
 from carphooks.runner import Runner
@@ -77,8 +76,26 @@ class FreeBSDBackend(Backend):
             info = parse_one(result.stdout, ifname)
         except ParseError as exc:
             raise CarphooksError(f"ifconfig {ifname}: {exc}") from None
-        return Interface(name=ifname, addresses=info.addresses, carp=info.carp,
-                         mac=info.ether, up=info.up)
+        return _interface(info)
+
+    def read_many(self, names: Sequence[str]) -> dict[str, Interface | None]:
+        """One ``ifconfig -a`` for two interfaces or more (``ifconfig IF`` for one).
+
+        ``ifconfig -a`` prints every interface exactly as ``ifconfig IF`` prints it
+        (sbin/ifconfig/ifconfig.c ``main`` and ``list_interfaces`` both end in
+        ``ifconfig_netlink.c`` ``list_interfaces_nl`` -> ``status_nl``, or on 13.x
+        ``list_interfaces_ioctl`` -> ``status``; ``ifconfig IF`` only filters on the
+        name). An interface it does not list does not exist. Only the interfaces asked
+        for are parsed."""
+        wanted = list(dict.fromkeys(names))
+        if len(wanted) < 2:
+            return super().read_many(wanted)
+        result = self.runner.run(["ifconfig", "-a"], mutating=False)
+        try:
+            found = parse_all(result.stdout, wanted)
+        except ParseError as exc:
+            raise CarphooksError(f"ifconfig -a: {exc}") from None
+        return {name: _interface(found[name]) if name in found else None for name in wanted}
 
     @staticmethod
     def argv(change: Change) -> list[str]:
@@ -202,6 +219,8 @@ class FreeBSDBackend(Backend):
 
     def _mac(self, ifname: str) -> bytes | None:
         """The interface's own MAC from ``ifconfig`` (read once per process)."""
+        from carphooks.backends import announce  # the detached child's: not on the hook path
+
         if ifname not in self._macs:
             try:
                 self._macs[ifname] = announce.parse_mac(self.read(ifname).mac or "")
@@ -228,6 +247,8 @@ class FreeBSDBackend(Backend):
     def announce(self, ifname: str, addresses: Sequence[IPInterface]) -> None:
         # The kernel sends one gratuitous ARP per IPv4 alias on add (more with
         # net.link.ether.inet.garp_rexmit_count); IPv6 gets unsolicited NAs from us.
+        from carphooks.backends import announce
+
         v6 = [a for a in addresses if isinstance(a, ipaddress.IPv6Interface)]
         if v6:
             announce.repeat(ifname, [], v6, router=self.na_router_flag(ifname))
@@ -248,6 +269,11 @@ class FreeBSDBackend(Backend):
 
     def add_demotion(self, delta: int) -> None:
         self.runner.run(["sysctl", f"net.inet.carp.demotion={delta}"], mutating=True)
+
+
+def _interface(info: IfInfo) -> Interface:
+    return Interface(name=info.name, addresses=info.addresses, carp=info.carp, mac=info.ether,
+                     up=info.up)
 
 
 def _bpf_problem() -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from carphooks.backends.base import AddrInfo, CarpInfo, CarpState
@@ -130,10 +131,14 @@ def _flag_names(text: str) -> frozenset[str]:
     return frozenset(f for f in text.split(",") if f)
 
 
-def parse_all(text: str) -> dict[str, IfInfo]:
-    """Parse the output of ``ifconfig`` / ``ifconfig -a`` / ``ifconfig IF``."""
+def parse_all(text: str, only: Collection[str] | None = None) -> dict[str, IfInfo]:
+    """Parse the output of ``ifconfig`` / ``ifconfig -a`` / ``ifconfig IF``.
+
+    ``only``: parse just these interfaces; the status lines of the others are skipped
+    unread (an interface carphooks does not use cannot make a read fail)."""
     result: dict[str, IfInfo] = {}
     current: IfInfo | None = None
+    skipping = False
     last_carp: CarpInfo | None = None
     for lineno, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
@@ -142,11 +147,16 @@ def parse_all(text: str) -> dict[str, IfInfo]:
             match = HEADER_RE.match(raw)
             if match is None:
                 raise ParseError(f"line {lineno}: not an interface header: {raw!r}")
+            skipping = only is not None and match.group("name") not in only
+            last_carp = None
+            if skipping:
+                continue
             current = IfInfo(name=match.group("name"),
                              flags=_flag_names(match.group("flags") or ""),
                              mtu=int(match.group("mtu")) if match.group("mtu") else None)
             result[current.name] = current
-            last_carp = None
+            continue
+        if skipping:
             continue
         if current is None:
             raise ParseError(f"line {lineno}: status line before any interface header")
@@ -184,7 +194,7 @@ def parse_all(text: str) -> dict[str, IfInfo]:
 
 def parse_one(text: str, name: str) -> IfInfo:
     """Parse ``ifconfig NAME`` output and return that interface."""
-    interfaces = parse_all(text)
+    interfaces = parse_all(text, {name})
     if name not in interfaces:
         raise ParseError(f"ifconfig output does not describe {name}")
     return interfaces[name]

@@ -80,16 +80,29 @@ class GroupView:
 
 
 class Reader:
-    """Reads each interface at most once per action."""
+    """Reads each interface at most once per action (``seed``: readings to start from)."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, seed: Mapping[str, Interface | None] | None = None
+                 ) -> None:
         self.ctx = ctx
-        self.cache: dict[str, Interface | None] = {}
+        self.cache: dict[str, Interface | None] = dict(seed or {})
 
     def get(self, ifname: str) -> Interface | None:
         if ifname not in self.cache:
             self.cache[ifname] = self.ctx.engine.read(ifname)
         return self.cache[ifname]
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Read the interfaces not read yet together (one command where the backend can)."""
+        unread = [n for n in dict.fromkeys(names) if n not in self.cache]
+        if unread:
+            self.cache.update(self.ctx.engine.read_many(unread))
+
+    def prefetch_groups(self, groups: Iterable[Group]) -> None:
+        """Read what :func:`observe` reads of these groups, together."""
+        carp = self.ctx.backend.reads_carp_interface
+        self.prefetch(n for g in groups for n in ((g.carp_interface,) if carp else ())
+                      + (g.external_interface,))
 
     def forget(self, ifname: str) -> None:
         self.cache.pop(ifname, None)
@@ -97,6 +110,7 @@ class Reader:
 
 def observe(ctx: Context, group: Group, reader: Reader, q: Quorum) -> GroupView:
     """Read the group's interfaces and decide."""
+    reader.prefetch_groups([group])
     carp_if = None
     if ctx.backend.reads_carp_interface:
         carp_if = reader.get(group.carp_interface)
@@ -443,7 +457,9 @@ def _recheck_taken(ctx: Context) -> bool:
     ctx.took.clear()
     if not taken:
         return False
-    reader = Reader(ctx)
+    # The engine's verification read after the take read the CARP interface too: when
+    # no command ran since, it is what reading again now would return.
+    reader = Reader(ctx, ctx.engine.last_read())
     changed = [g for g, carp in taken if _carp_read(ctx, g, reader) is not carp]
     if not changed:
         return False
@@ -627,6 +643,8 @@ def _reconcile_locked(ctx: Context, groups: Iterable[Group], why: str,
     """Observe and converge ``groups``; log which ones needed a repair (and why)."""
     q = q or current_quorum(ctx)
     reader = reader or Reader(ctx)
+    groups = list(groups)
+    reader.prefetch_groups(groups)
     views = [observe(ctx, group, reader, q) for group in groups]
     outcomes = apply_views(ctx, views, reader)
     for view, outcome in zip(views, outcomes, strict=True):

@@ -128,6 +128,7 @@ class Engine:
         self.backend = backend
         self.log = log
         self.repairs = repairs  # None: duplicated addresses are reported, never re-added
+        self._last: tuple[int, dict[str, Interface | None]] = (-1, {})
 
     @property
     def dry_run(self) -> bool:
@@ -136,10 +137,31 @@ class Engine:
 
     def read(self, ifname: str) -> Interface | None:
         """Read an interface; None when it does not exist (the caller says what that means)."""
-        try:
-            return self.backend.read(ifname)
-        except InterfaceMissing:
-            return None
+        return self.read_many([ifname])[ifname]
+
+    def read_many(self, names: Sequence[str]) -> dict[str, Interface | None]:
+        """Read interfaces together (one command where the backend can); None for an
+        absent one."""
+        before = self.backend.runner.count
+        if len(names) == 1:
+            try:
+                found: dict[str, Interface | None] = {names[0]: self.backend.read(names[0])}
+            except InterfaceMissing:
+                found = {names[0]: None}
+        else:
+            found = self.backend.read_many(names)
+        after = self.backend.runner.count
+        # kept only when this read was the one command run meanwhile (no other thread's)
+        self._last = (after, found) if after == before + 1 else (-1, {})
+        return found
+
+    def last_read(self) -> dict[str, Interface | None]:
+        """What the latest read saw, if no command ran since (else nothing).
+
+        Reading again now would be the very next command, so this is as fresh as a new
+        read; no change of ours can have come in between."""
+        count, found = self._last
+        return dict(found) if count == self.backend.runner.count else {}
 
     def converge(self, group: Group, hold: bool, current: Interface | None = None) -> Outcome:
         """Bring one group's addresses to held or released; verify by re-reading."""
@@ -165,18 +187,21 @@ class Engine:
         outcomes = [Outcome(group=g, hold=h) for g, h in wanted]
         if self.repairs is not None:
             self.repairs.begin()  # read under the caller's lock, when first needed
-        for ifname, members in _by_interface(outcomes).items():
+        by_if = _by_interface(outcomes)
+        unread = [ifname for ifname in by_if if ifname not in current]
+        if unread:
+            current.update({k: v for k, v in self.read_many(unread).items() if v is not None})
+        for ifname, members in by_if.items():
             iface = current.get(ifname)
             if iface is None:
-                try:
-                    iface = current[ifname] = self.backend.read(ifname)
-                except InterfaceMissing as exc:
-                    for o in members:
-                        if o.hold:
-                            o.errors.append(f"{exc}: cannot assign {_addrs(o.group.addresses)}")
-                        else:
-                            o.warnings.append(f"{exc}: nothing to remove")
-                    continue
+                for o in members:
+                    if o.hold:
+                        o.errors.append(f"interface {ifname} does not exist: cannot assign "
+                                        f"{_addrs(o.group.addresses)}")
+                    else:
+                        o.warnings.append(f"interface {ifname} does not exist: nothing to "
+                                          "remove")
+                continue
             for o in members:
                 self._plan(o, iface)
         return outcomes
@@ -194,13 +219,46 @@ class Engine:
             self.log.error(message)
 
     def apply_all(self, outcomes: Sequence[Outcome], current: dict[str, Interface]) -> None:
-        """Run planned changes: per interface one apply and one verification read
-        (``current`` as :meth:`plan_all` left it; updated with what was read after)."""
+        """Run planned changes: per interface one apply, then one verification read of
+        every changed interface (``current`` as :meth:`plan_all` left it; updated with
+        what was read after).
+
+        The verification read also reads the CARP interface of each group it took: the
+        caller re-checks CARP from it before letting go of the lock
+        (:meth:`last_read`), without another command."""
+        applied: dict[str, tuple[list[Outcome], dict[Change, str]]] = {}
         for ifname, members in _by_interface(outcomes).items():
             if ifname in current:  # else missing when planned: the outcome says so
-                self._apply_interface(ifname, members, current)
+                failed = self._apply_interface(ifname, members, current[ifname])
+                if failed is not None:
+                    applied[ifname] = (members, failed)
+        if applied and not self.dry_run:
+            self._verify_all(applied, current)
         if self.repairs is not None:
             self.repairs.save()
+
+    def _verify_all(self, applied: dict[str, tuple[list[Outcome], dict[Change, str]]],
+                    current: dict[str, Interface]) -> None:
+        names = list(applied)
+        if self.backend.reads_carp_interface:
+            names += [o.group.carp_interface for members, _ in applied.values()
+                      for o in members if o.hold and any(c.op == "add" for c in o.changes)]
+        problem = None
+        try:
+            seen = self.read_many(list(dict.fromkeys(names)))
+        except CarphooksError as exc:
+            seen, problem = {}, str(exc)
+        for ifname, (members, failed) in applied.items():
+            after = seen.get(ifname)
+            if after is None:
+                current.pop(ifname, None)
+                why = problem or f"interface {ifname} does not exist"
+                for o in members:
+                    if o.changes:
+                        o.errors.append(f"cannot verify {ifname}: {why}")
+                continue
+            current[ifname] = after
+            self._verified(ifname, members, after, failed)
 
     def _readd(self, outcome: Outcome, iface: Interface) -> list[IPInterface]:
         """Held addresses of a group to hold that need a DAD repair now."""
@@ -233,14 +291,15 @@ class Engine:
         return False
 
     def _apply_interface(self, ifname: str, members: list[Outcome],
-                         current: dict[str, Interface]) -> None:
-        iface = current[ifname]
+                         iface: Interface) -> dict[Change, str] | None:
+        """Run one interface's changes; the failed ones (None when there was nothing to
+        change: ``held`` is then set from ``iface``)."""
         changes = [c for o in members for c in o.changes]
         if not changes:
             for o in members:
                 o.held = {str(a): address_status(iface, a) for a in o.group.addresses}
                 self._report_flags(o, iface)
-            return
+            return None
         # A re-add's add waits for its remove: adding an address that is still there
         # would clear ``duplicated`` without DAD (in6_update_ifa_internal).
         second = readds(changes)
@@ -261,15 +320,11 @@ class Engine:
         if self.dry_run:
             for o in members:
                 o.done = list(o.changes)
-            return
-        try:
-            after = current[ifname] = self.backend.read(ifname)
-        except CarphooksError as exc:
-            current.pop(ifname, None)
-            for o in members:
-                if o.changes:
-                    o.errors.append(f"cannot verify {ifname}: {exc}")
-            return
+        return failed
+
+    def _verified(self, ifname: str, members: list[Outcome], after: Interface,
+                  failed: dict[Change, str]) -> None:
+        """Judge each change against the verification read; record what is held."""
         for o in members:
             self._verify(o, ifname, after, failed)
             o.held = {str(a): address_status(after, a) for a in o.group.addresses}

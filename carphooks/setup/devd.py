@@ -92,13 +92,6 @@ class DevdConfig:
         """Rules in the order devd tries them: priority high to low, stable."""
         return sorted(self.rules, key=lambda r: (-r.priority, r.order))
 
-    def first_match(self, event: Event) -> Rule | None:
-        """The one rule devd would run for ``event`` (None: nothing runs)."""
-        for rule in self.ordered():
-            if rule.matches_event(event, self.sets):
-                return rule
-        return None
-
     def all_matches(self, event: Event) -> list[Rule]:
         """Every rule that matches ``event``, in devd's order (the first one runs)."""
         return [r for r in self.ordered() if r.matches_event(event, self.sets)]

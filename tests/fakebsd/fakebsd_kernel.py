@@ -834,6 +834,8 @@ def render_iface(st: dict[str, Any], ifname: str, major: int, family: str | None
 # --------------------------------------------------------------------------- ifconfig
 
 FAMILIES = {"inet", "inet6", "link", "ether", "lladdr"}
+IFCONFIG_USAGE = ("usage: ifconfig [-j jail] [-f type:format] [-L] [-C] [-g groupname] "
+                  "interface address_family [address [dest_address]] [parameters]")
 
 
 def _parse_int(word: str) -> int:
@@ -926,12 +928,17 @@ def ifconfig(st: dict[str, Any], args: list[str], out: list[str], err: list[str]
             raise Exit(1, f"ifconfig: fakebsd does not emulate {w}")
         for ch in w[1:]:
             if ch not in "adlukmnvCL":
-                raise Exit(1, f"ifconfig: illegal option -- {ch}\nusage: ifconfig [-j jail] "
-                              "[-f type:format] [-L] [-C] [-g groupname] interface "
-                              "address_family [address [dest_address]] [parameters]")
+                raise Exit(1, f"ifconfig: illegal option -- {ch}\n{IFCONFIG_USAGE}")
             opts.add(ch)
         i += 1
     rest = args[i:]
+    if "l" in opts and "a" in opts:  # ifconfig.c args_parse: -l cannot be used with -a
+        raise Exit(1, IFCONFIG_USAGE)
+    if ("a" in opts or "l" in opts) and rest:  # args_parse: at most an address family
+        if len(rest) > 1:
+            raise Exit(1, IFCONFIG_USAGE)
+        if rest[0] not in FAMILIES:
+            raise Exit(1, f"ifconfig: Address family '{rest[0]}' unknown.\n{IFCONFIG_USAGE}")
     if "l" in opts:
         names = [n for n, f in st["ifaces"].items() if _updown_ok(f, opts)]
         out.append(" ".join(names))

@@ -16,6 +16,8 @@ FreeBSD behaviour modelled here (sources as cited in tests/fakebsd/README.md):
 
 - a missing interface: ``ifconfig: interface IF does not exist``, exit 1
   (sbin/ifconfig/ifconfig.c);
+- ``ifconfig -a``: every interface in turn, each as ``ifconfig IF`` prints it
+  (ifconfig.c ``main``, ``list_interfaces``; ifconfig_netlink.c ``list_interfaces_nl``);
 - ``-alias`` of an absent address: ``ifconfig: ioctl (SIOCDIFADDR): Can't assign
   requested address``, exit 1 (ifconfig.c ``delifaddr``; netinet/in.c
   ``in_difaddr_ioctl``);
@@ -262,6 +264,8 @@ class FakeFreeBSD:
     def _ifconfig(self, words: tuple[str, ...]) -> str:
         if not words:
             raise NotModelled("ifconfig without arguments")
+        if words == ("-a",):  # every interface, each as ``ifconfig IF`` prints it
+            return "".join(self.text(name) for name in self.ifaces)
         ifname, rest = words[0], list(words[1:])
         if ifname not in self.ifaces:
             raise _Fail(f"ifconfig: interface {ifname} does not exist")

@@ -14,8 +14,8 @@ from .conftest import Rig, standard_host
 from .fakerunner import FakeFreeBSD
 
 V4, V6 = "203.0.113.10/24", "2001:db8:10::10/64"
-TAP = ["ifconfig", "tap0"]
 VTNET = ["ifconfig", "vtnet0"]
+ALL = ["ifconfig", "-a"]  # tap0 (CARP) and vtnet0 (floating) in one read
 ADD = [["ifconfig", "vtnet0", "inet", V4, "alias"], ["ifconfig", "vtnet0", "inet6", V6, "alias"]]
 REMOVE = [["ifconfig", "vtnet0", "inet", "203.0.113.10", "-alias"],
           ["ifconfig", "vtnet0", "inet6", "2001:db8:10::10", "-alias"]]
@@ -49,7 +49,8 @@ def holding_backup() -> FakeFreeBSD:
 def test_carp_event_master_takes(rig: Build) -> None:
     r = rig(master())
     outcomes = actions.carp_event(r.ctx, parse_carp_event("1@tap0", "MASTER")).outcomes
-    assert r.runner.commands() == [TAP, VTNET, *ADD, VTNET, TAP]  # last: re-check before unlock
+    # the last read verifies the adds and is the CARP re-check before unlocking
+    assert r.runner.commands() == [ALL, *ADD, ALL]
     assert r.bsd.addresses("vtnet0") == {OWN, V4, V6}
     assert [o.ok for o in outcomes] == [True]
     assert len(r.spawned) == 1  # announcements handed to the detached child
@@ -59,7 +60,7 @@ def test_carp_event_master_takes(rig: Build) -> None:
 def test_carp_event_backup_releases(rig: Build) -> None:
     r = rig(holding_backup())
     actions.carp_event(r.ctx, parse_carp_event("1@tap0", "BACKUP"))
-    assert r.runner.commands() == [TAP, VTNET, *REMOVE, VTNET]
+    assert r.runner.commands() == [ALL, *REMOVE, VTNET]
     assert r.bsd.addresses("vtnet0") == {OWN}
     assert r.spawned == []
 
@@ -91,7 +92,7 @@ def test_carp_event_dry_run_prints_and_writes_nothing(rig: Build) -> None:
     assert r.runner.echoed == [" ".join(argv) for argv in ADD]
     assert r.runner.mutations() == [] and r.bsd.addresses("vtnet0") == {OWN}
     assert outcome.ok and len(outcome.done) == 2  # what it would do, not a failure
-    assert r.runner.commands() == [TAP, VTNET]  # no verification read of a dry run
+    assert r.runner.commands() == [ALL]  # no verification read of a dry run
     assert not r.state.exists()
     assert r.spawned == []
     assert claims_a_change(r) == []
@@ -103,7 +104,7 @@ def test_reconcile_repairs_drift_once(rig: Build) -> None:
     assert r.runner.mutations() == ADD
     r.runner.calls.clear()
     actions.reconcile(r.ctx)
-    assert r.runner.commands() == [TAP, VTNET]  # converged: reads only
+    assert r.runner.commands() == [ALL]  # converged: reads only
 
 
 def test_reconcile_dry_run_says_would_and_claims_nothing(rig: Build) -> None:

@@ -182,7 +182,7 @@ def test_converge_hold_adds_then_verifies_and_is_idempotent(tmp_path: Path) -> N
         READ,
         ["ifconfig", "vtnet0", "inet", V4, "alias"],
         ["ifconfig", "vtnet0", "inet6", V6, "alias"],
-        READ,
+        ["ifconfig", "-a"],  # verification, with the CARP interface of the group taken
     ]
     assert outcome.ok and outcome.held == {V4: "held", V6: "held"}
     assert bsd.addresses("vtnet0") == {"203.0.113.11/24", V4, V6}
