@@ -186,7 +186,7 @@ class Doctor:
                          "placeholder of carphooks.toml.sample: anyone who has read the "
                          "sample can send advertisements for this vhid",
                          f"put a password of your own ({configmod.PASSWORD_MAX} characters "
-                         f"at most, from {configmod.PASSWORD_CHARS}; e.g. openssl rand -hex 8) "
+                         f"at most, from {configmod.PASSWORD_CHARS}, e.g. openssl rand -hex 8) "
                          "in password_file, the same on every host")
 
     def check_quorum(self, config: Config) -> None:
@@ -247,8 +247,7 @@ class Doctor:
             fixes.append(f"add \"{host}\" to tinc.nodes")
         entry = config.host(host)
         if entry is None or entry.vpn_address is None:
-            where = (f"[hosts.{host}] has no vpn_address" if entry is not None
-                     else f"there is no [hosts.{host}] table")
+            where = f"hosts.{host}.vpn_address is not set"
             if config.topology == "tinc":
                 ifname = config.groups[0].carp_interface if config.groups else "tap0"
                 problems.append(f"{where}: tinc-up leaves {ifname} without an address, so "
@@ -258,10 +257,6 @@ class Doctor:
                                 "address out")
             fixes.append(f"set vpn_address = \"ADDR/PREFIX\" under [hosts.{host}] (this "
                          "host's own address on the VPN, one per host)")
-        if config.topology == "unicast" and entry is None:
-            problems.append("its advskew falls back to group.carp.advskew, the same as any "
-                            "other host without a table (a tie)")
-            fixes.append(f"set advskew under [hosts.{host}] (each host its own, lower wins)")
         others = [n for n in config.nodes
                   if n != host and getattr(config.host(n), "vpn_address", None) is None]
         if config.topology == "tinc" and others:
@@ -280,12 +275,17 @@ class Doctor:
         try:
             tgt = render.target(config, host=self.host, bindir=self.bindir)
         except CarphooksError as exc:
-            if not render.known_hosts(config):
-                self.add("host", FAIL, f"{exc}: the config names no host",
-                         "add a [hosts.NAME] table with vpn_address for each host (NAME: its "
-                         "tinc node name) and list them in tinc.nodes")
+            names = render.known_hosts(config)
+            if not names:
+                fix = ("add a [hosts.NAME] table with vpn_address for each host (NAME: its "
+                       "tinc node name) and list them in tinc.nodes")
+            elif self.host and self.host not in names:
+                fix = (f"add a [hosts.{self.host}] table with vpn_address and list "
+                       f"\"{self.host}\" in tinc.nodes, or pass --host as one of "
+                       f"{', '.join(names)}")
             else:
-                self.add("host", FAIL, str(exc), "pass --host NAME (the tinc node name)")
+                fix = f"pass --host NAME (one of {', '.join(names)})"
+            self.add("host", FAIL, str(exc), fix)
             return None
         self.add("host", OK, f"this host is {tgt.host}")
         return tgt
