@@ -523,18 +523,6 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
             "topology = \"unicast\" has no tinc host-up/host-down to count votes: "
             "set quorum = \"none\" (and accept the split-brain risk) or use topology = \"tinc\"",
         )
-    if quorum == "majority" and not nodes and not witnesses:
-        # majority of nobody: no host would ever count as having quorum, so every MASTER
-        # event would release (the minimal one-group config lands here)
-        key, what = (("quorum", "quorum = \"majority\"") if "quorum" in data
-                     else ("tinc.nodes", "quorum = \"majority\" (the default)"))
-        raise top.fail(
-            key,
-            f"{what} counts the votes of tinc.nodes, which is empty, so no host would "
-            "ever hold the addresses: list the hosts' tinc node names in tinc.nodes "
-            "(three, or two plus a tinc.witnesses node), or set quorum = \"none\" to let "
-            "CARP alone decide",
-        )
     if quorum == "majority" and len(nodes) + len(witnesses) == 2:
         raise top.fail(
             "quorum",
@@ -607,6 +595,18 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
                             carp=carp, probe=probe))
 
     _refuse_own_addresses(label, hosts, groups)
+    if quorum == "majority" and not nodes and not witnesses:
+        # majority of nobody: no host would ever count as having quorum, so every MASTER
+        # event would release (the minimal one-group config lands here)
+        key, what = (("quorum", "quorum = \"majority\"") if "quorum" in data
+                     else ("tinc.nodes", "quorum = \"majority\" (the default)"))
+        raise top.fail(
+            key,
+            f"{what} counts the votes of tinc.nodes, which is empty, so no host would "
+            "ever hold the addresses: list the hosts' tinc node names in tinc.nodes "
+            "(three, or two plus a tinc.witnesses node), or set quorum = \"none\" to let "
+            "CARP alone decide",
+        )
     return Config(
         path=path, log_tag=log_tag, backend=backend, state_dir=Path(state_dir),
         syslog_socket=syslog_socket, topology=topology, quorum=quorum,

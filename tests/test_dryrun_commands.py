@@ -162,6 +162,7 @@ def test_dry_run_writes_nothing(bsd: FakeBSD, cfg: Path, tmp_path: Path,
     assert bsd.sysctl("net.inet.carp.demotion") == before_demotion
     claims = [t for t in syslog.texts() if CLAIMS.search(t)]
     assert claims == []
+    assert [r for r in bsd.syslog() if CLAIMS.search(str(r.get("msg")))] == []  # logger(1)
     for line in res.out.splitlines():
         assert not re.match(r"(\(dry run\) )?(assigned|removed|demoted|configured|"
                             r"maintenance (on|off)$)", line), line

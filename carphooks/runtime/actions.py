@@ -7,7 +7,7 @@ import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from carphooks import config as configmod
@@ -887,8 +887,10 @@ def status(ctx: Context) -> Report:
     maint = in_maintenance(ctx)
     reader = Reader(ctx)
     repairs = Repairs(ctx.state, ctx.log, dry_run=True)  # read-only
-    groups = tuple(_group_status(view, repairs)
-                   for view in (observe(ctx, g, reader, q) for g in ctx.config.groups))
+    groups = tuple(replace(_group_status(view, repairs), vhid_present=(
+        view.carp_if is not None and view.group.vhid in view.carp_if.carp
+        if ctx.backend.reads_carp_interface else None))
+        for view in (observe(ctx, g, reader, q) for g in ctx.config.groups))
     return Report(
         host=ctx.host, backend=ctx.backend.name,
         quorum=model.QuorumStatus(ok=q.ok, have=q.have, need=q.need, mode=q.mode,
