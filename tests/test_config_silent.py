@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import re
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -357,3 +358,12 @@ def test_probe_where_it_cannot_work_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"group\[0\]\.probe: true, but no bpf; set probe "
                                           r"= false"):
         configmod.resolve_probe(config, "no bpf")
+
+
+def test_the_man_page_minimal_configuration_loads() -> None:
+    man = (Path(__file__).resolve().parent.parent / "man" / "carphooks.toml.5").read_text()
+    section = man.split(".Sh MINIMAL CONFIGURATION", 1)[1].split(".Sh ", 1)[0]
+    block = section.split("need no more than:\n.Bd -literal -offset indent\n", 1)[1]
+    config = loads(tomllib.loads(block.split("\n.Ed", 1)[0]))
+    assert config.quorum == "majority" and config.voters == ("hA", "hB", "hC")
+    assert config.groups[0].carp.address is not None
