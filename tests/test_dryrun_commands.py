@@ -113,8 +113,15 @@ def nothing(bsd: FakeBSD, cfg: Path) -> None:
     pass
 
 
+def v6_duplicated(bsd: FakeBSD, cfg: Path) -> None:
+    """MASTER whose IPv6 address failed DAD: a real reconcile removes and adds it and
+    records the attempt in dad.json."""
+    master_holding(bsd, cfg)
+    bsd.set_address_flags("vtnet0", V6, ["duplicated"])
+
+
 PREPARE = {f.__name__: f for f in (master_missing_v4, master_holding, one_peer_left,
-                                   no_peer_left, in_maintenance, nothing)}
+                                   no_peer_left, in_maintenance, nothing, v6_duplicated)}
 
 # command, arguments, tinc NODE, what the host looks like first, what the output says
 DRY_RUNS = [
@@ -127,6 +134,10 @@ DRY_RUNS = [
     ("tinc-host-up", ("--dry-run",), "hB", "no_peer_left", f"would add {V4} on vtnet0"),
     ("tinc-host-down", ("--dry-run",), "hB", "one_peer_left", f"would remove {V4} from vtnet0"),
     ("carphooks", ("--dry-run", "reconcile"), None, "nothing", f"would remove {V4} from vtnet0"),
+    ("carphooks", ("--dry-run", "reconcile"), None, "v6_duplicated",
+     f"would remove {V6} from vtnet0"),
+    ("carp-event", ("--dry-run", "1@tap0", "MASTER"), None, "v6_duplicated",
+     f"would remove {V6} from vtnet0"),
     ("carphooks", ("-n", "release", "web"), None, "master_holding",
      f"would remove {V4} from vtnet0"),
     ("carphooks", ("-n", "hold", "web", "--force"), None, "nothing", "group web: nothing to do"),
