@@ -595,7 +595,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
                             carp=carp, probe=probe))
 
     _refuse_own_addresses(label, hosts, groups)
-    if quorum == "majority" and not nodes and not witnesses:
+    if quorum == "majority" and not nodes and not witnesses and groups:
         # majority of nobody: no host would ever count as having quorum, so every MASTER
         # event would release (the minimal one-group config lands here)
         key, what = (("quorum", "quorum = \"majority\"") if "quorum" in data
