@@ -539,7 +539,9 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
         if not NODE_RE.fullmatch(name):
             raise ConfigError(f"{label}: {key}: {name!r} is not a tinc node name")
         if not isinstance(raw, dict):
-            raise ConfigError(f"{label}: {key}: expected a table")
+            hint = (f"; {name} is a key of [hosts.NAME]: put it under [hosts.NODE], NODE "
+                    "being the host's tinc node name") if name in HOST_KEYS else ""
+            raise ConfigError(f"{label}: {key}: expected a table{hint}")
         hr = _Reader(label, raw, key + ".")
         hr.unknown(HOST_KEYS)
         vpn = hr.iface("vpn_address")

@@ -159,6 +159,9 @@ def test_explicit_advskew_tie_among_hosts_without_nodes() -> None:
     ({"tinc": {"advskew": 1}},
      "tinc.advskew: unknown key; advskew is a key of [hosts.NAME] and a key of [group.carp]"),
     ({"zzz": 1}, "zzz: unknown key"),
+    ({"hosts": {"vpn_address": "192.0.2.1/24"}},
+     "hosts.vpn_address: expected a table; vpn_address is a key of [hosts.NAME]: put it "
+     "under [hosts.NODE], NODE being the host's tinc node name"),
 ])
 def test_unknown_keys_say_where_they_belong(data: Data, expected: str) -> None:
     text = load_error({**base(quorum="none", group=[group()]), **data})
