@@ -257,19 +257,18 @@ class Doctor:
                                 "address out")
             fixes.append(f"set vpn_address = \"ADDR/PREFIX\" under [hosts.{host}] (this "
                          "host's own address on the VPN, one per host)")
-        others = [n for n in config.nodes
-                  if n != host and getattr(config.host(n), "vpn_address", None) is None]
-        if config.topology == "tinc" and others:
-            problems.append(", ".join(f"hosts.{n}.vpn_address" for n in others) +
-                            " not set: tinc-up leaves the tap of "
-                            f"{'that host' if len(others) == 1 else 'those hosts'} without "
-                            "an address")
-            fixes.append("set vpn_address under " +
-                         ", ".join(f"[hosts.{n}]" for n in others))
         if problems:
             self.add("this host", FAIL, "; ".join(problems), "; ".join(fixes))
         else:
             self.add("this host", OK, f"{host} is in the config with its own vpn_address")
+        others = [n for n in config.nodes
+                  if n != host and getattr(config.host(n), "vpn_address", None) is None]
+        if config.topology == "tinc" and others:  # the same file runs there: say it here too
+            self.add("hosts", WARN, ", ".join(f"hosts.{n}.vpn_address" for n in others) +
+                     " not set: tinc-up leaves the tap of "
+                     f"{'that host' if len(others) == 1 else 'those hosts'} without an "
+                     "address", "set vpn_address under " +
+                     ", ".join(f"[hosts.{n}]" for n in others))
 
     def check_target(self, config: Config) -> Target | None:
         try:
