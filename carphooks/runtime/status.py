@@ -102,9 +102,13 @@ class GroupStatus:
         """CRITICAL on a problem; WARNING on what :attr:`warnings` names."""
         if self.problems:
             return Verdict.CRITICAL
-        tentative = self.should_hold and any(a.state is AddressState.TENTATIVE
-                                             for a in self.addresses)
-        return Verdict.WARNING if tentative or self.carp_warnings() else Verdict.OK
+        return Verdict.WARNING if self._tentative or self.carp_warnings() else Verdict.OK
+
+    @property
+    def _tentative(self) -> bool:
+        """DAD runs on an address this host should hold."""
+        return self.should_hold and any(a.state is AddressState.TENTATIVE
+                                        for a in self.addresses)
 
     def carp_warnings(self) -> list[str]:
         """Why this host cannot hold the group now although nothing is wrong with its
@@ -129,10 +133,8 @@ class GroupStatus:
         """What makes the group WARNING (when it is not CRITICAL)."""
         if self.verdict is not Verdict.WARNING:
             return ()
-        tentative = self.should_hold and any(a.state is AddressState.TENTATIVE
-                                             for a in self.addresses)
-        return ((f"{self.name}: tentative address (DAD running)",) if tentative else ()) + \
-            tuple(self.carp_warnings())
+        dad = (f"{self.name}: tentative address (DAD running)",) if self._tentative else ()
+        return dad + tuple(self.carp_warnings())
 
 
 @dataclass(frozen=True)
