@@ -342,7 +342,7 @@ def test_each_silent_case_is_named(tmp_path: Path) -> None:
 
     text = lines("host without vpn_address")
     assert "FAIL this host: hosts.hA.vpn_address is not set: tinc-up leaves tap0 without " \
-           "an address" in text
+           "an address of its own" in text
     assert "hosts.hC.vpn_address not set" in text
     text = lines("group without [group.carp]")
     assert "FAIL carp web: group[0] (web) has no carp.address: tinc-up cannot create vhid 1" \

@@ -250,8 +250,11 @@ class Doctor:
             where = f"hosts.{host}.vpn_address is not set"
             if config.topology == "tinc":
                 ifname = config.groups[0].carp_interface if config.groups else "tap0"
-                problems.append(f"{where}: tinc-up leaves {ifname} without an address, so "
-                                "no CARP advertisement or ARP crosses the VPN")
+                # with no address of its own, CARP sends from the vhid address every host
+                # shares (sys/netinet/ip_carp.c carp_best_ifa picks any of the family)
+                problems.append(f"{where}: tinc-up leaves {ifname} without an address of "
+                                "its own (the host has no address on the VPN and CARP "
+                                "advertises from the vhid address all hosts share)")
             else:
                 problems.append(f"{where}: the unicast peers cannot leave this host's own "
                                 "address out")
