@@ -5,6 +5,7 @@ Every problem becomes one :class:`ConfigError` line ``FILE: KEY: problem``.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -39,6 +40,47 @@ BACKENDS = ("auto", "freebsd", "linux")
 TOPOLOGIES = ("tinc", "unicast")
 QUORUM_MODES = ("majority", "none")
 MAX_ADVSKEW = 240
+
+# Every key of every section, for the hint of an unknown key ("did you mean", "is a key
+# of [tinc]"). Each section's reader accepts exactly its own set.
+TOP_KEYS = frozenset({
+    "log_tag", "backend", "state_dir", "syslog_socket", "topology", "quorum", "lock_timeout",
+    "tinc", "hosts", "group", "bindir", "demotion_file", "syslog_facility", "check",
+    "reconcile_interval"})
+TINC_KEYS = frozenset({"netname", "nodes", "witnesses", "confbase"})
+HOST_KEYS = frozenset({"vpn_address", "advskew", "mac"})
+GROUP_KEYS = frozenset({"name", "vhid", "carp_interface", "external_interface", "addresses",
+                        "probe", "carp"})
+CARP_KEYS = frozenset({"address", "advbase", "advskew", "password", "password_file", "peers",
+                       "peers6"})
+CHECK_COMMON_KEYS = frozenset({"name", "type", "interval", "timeout", "fall", "rise", "weight",
+                               "groups"})
+CHECK_TYPE_KEYS = {"command": frozenset({"command"}), "tcp": frozenset({"address", "port"}),
+                   "http": frozenset({"url", "expect_status"})}
+CHECK_KEYS = CHECK_COMMON_KEYS.union(*CHECK_TYPE_KEYS.values())
+SECTIONS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("a top-level key", TOP_KEYS), ("a key of [tinc]", TINC_KEYS),
+    ("a key of [hosts.NAME]", HOST_KEYS), ("a key of [[group]]", GROUP_KEYS),
+    ("a key of [group.carp]", CARP_KEYS), ("a key of [[check]]", CHECK_KEYS))
+
+
+def unknown_key_hint(name: str, allowed: frozenset[str]) -> str:
+    """What to say about ``name``, unknown among ``allowed``: the section it belongs to,
+    or the closest key here or elsewhere ("" when nothing is close)."""
+    homes = [what for what, keys in SECTIONS if name in keys and keys != allowed]
+    if homes:
+        return f"{name} is " + " and ".join(homes)
+    close = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.7)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    for what, keys in SECTIONS:
+        if keys == allowed:
+            continue
+        close = difflib.get_close_matches(name, sorted(keys), n=1, cutoff=0.8)
+        if close:
+            return f"did you mean {close[0]!r} ({what})?"
+    return ""
+
 
 # The CARP password. ifconfig copies it with strlcpy(carpr_key, pass, CARP_KEY_LEN)
 # (sbin/ifconfig/carp.c setcarp_callback; CARP_KEY_LEN 20 in sys/netinet/ip_carp.h), so
@@ -347,10 +389,11 @@ class _Reader:
     def fail(self, name: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.label}: {self.key(name)}: {problem}")
 
-    def unknown(self, allowed: set[str]) -> None:
+    def unknown(self, allowed: frozenset[str]) -> None:
         for name in self.table:
             if name not in allowed:
-                raise self.fail(name, "unknown key")
+                hint = unknown_key_hint(str(name), allowed)
+                raise self.fail(name, "unknown key" + (f"; {hint}" if hint else ""))
 
     def str_(self, name: str, default: str | None = None, pattern: re.Pattern[str] | None = None,
              choices: tuple[str, ...] = ()) -> str:
@@ -481,11 +524,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
     """Validate a decoded TOML document."""
     label = str(path)
     top = _Reader(label, data, "")
-    top.unknown({
-        "log_tag", "backend", "state_dir", "syslog_socket", "topology", "quorum",
-        "lock_timeout", "tinc", "hosts", "group", "bindir", "demotion_file", "syslog_facility",
-        "check", "reconcile_interval",
-    })
+    top.unknown(TOP_KEYS)
     log_tag = top.str_("log_tag", "carphooks")
     if not TAG_RE.fullmatch(log_tag):
         raise top.fail("log_tag", f"{log_tag!r}: use 1 to 32 letters, digits, _ or - "
@@ -511,7 +550,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
             raise top.fail("bindir", f"{str(bindir)!r} is not an absolute path")
 
     tinc = _Reader(label, top.table_("tinc"), "tinc.")
-    tinc.unknown({"netname", "nodes", "witnesses", "confbase"})
+    tinc.unknown(TINC_KEYS)
     netname = tinc.str_("netname", "carp", NODE_RE)
     confbase = None
     if "confbase" in tinc.table:
@@ -554,9 +593,11 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
         if not NODE_RE.fullmatch(name):
             raise ConfigError(f"{label}: {key}: {name!r} is not a tinc node name")
         if not isinstance(raw, dict):
-            raise ConfigError(f"{label}: {key}: expected a table")
+            hint = (f"; {name} is a key of [hosts.NAME]: put it under [hosts.NODE], NODE "
+                    "being the host's tinc node name") if name in HOST_KEYS else ""
+            raise ConfigError(f"{label}: {key}: expected a table{hint}")
         hr = _Reader(label, raw, key + ".")
-        hr.unknown({"vpn_address", "advskew", "mac"})
+        hr.unknown(HOST_KEYS)
         vpn = hr.iface("vpn_address")
         derived = nodes.index(name) * step if name in nodes else 0
         advskew = hr.int_("advskew", derived, 0, MAX_ADVSKEW)
@@ -570,15 +611,8 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
         if name not in hosts:
             hosts[name] = Host(name=name, vpn_address=None, advskew=nodes.index(name) * step,
                                mac=derive_mac(name, netname))
-    skews: dict[int, str] = {}
-    for name in nodes:
-        skew = hosts[name].advskew
-        if skew in skews:
-            raise ConfigError(
-                f"{label}: hosts.{name}.advskew: {skew} ties with {skews[skew]}; "
-                "hosts must not tie"
-            )
-        skews[skew] = name
+    _refuse_ties(label, hosts, nodes or [h for h in hosts if h not in witnesses],
+                 hosts_table)
 
     raw_groups = top.table.get("group", [])
     if not isinstance(raw_groups, list):
@@ -591,8 +625,7 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
         if not isinstance(raw, dict):
             raise ConfigError(f"{label}: {gkey}: expected a table")
         gr = _Reader(label, raw, gkey + ".")
-        gr.unknown({"name", "vhid", "carp_interface", "external_interface", "addresses",
-                    "probe", "carp"})
+        gr.unknown(GROUP_KEYS)
         vhid = gr.int_("vhid", None, 1, 255)
         carp_if = gr.str_("carp_interface", None, IFNAME_RE)
         ext_if = gr.str_("external_interface", None, IFNAME_RE)
@@ -618,6 +651,18 @@ def parse(data: Mapping[str, Any], *, path: Path, check_permissions: bool = True
                             carp=carp, probe=probe))
 
     _refuse_own_addresses(label, hosts, groups)
+    if quorum == "majority" and not nodes and not witnesses and groups:
+        # majority of nobody: no host would ever count as having quorum, so every MASTER
+        # event would release (the minimal one-group config lands here)
+        key, what = (("quorum", "quorum = \"majority\"") if "quorum" in data
+                     else ("tinc.nodes", "quorum = \"majority\" (the default)"))
+        raise top.fail(
+            key,
+            f"{what} counts the votes of tinc.nodes, which is empty, so no host would "
+            "ever hold the addresses: list the hosts' tinc node names in tinc.nodes "
+            "(three, or two plus a tinc.witnesses node), or set quorum = \"none\" to let "
+            "CARP alone decide",
+        )
     checks = _checks(top, groups)
     reconcile_interval = top.float_("reconcile_interval", DEFAULT_RECONCILE_INTERVAL,
                                     MIN_INTERVAL, MAX_INTERVAL)
@@ -643,6 +688,28 @@ def resolve_probe(config: Config, problem: str | None) -> Config:
             group = replace(group, probe=problem is None)
         groups.append(group)
     return replace(config, groups=tuple(groups))
+
+
+def _refuse_ties(label: str, hosts: Mapping[str, Host], members: list[str],
+                 raw: Mapping[str, Any]) -> None:
+    """CARP hosts at the same advskew (and advbase) tie: a MASTER that hears an equal
+    advertisement steps down and a BACKUP preempts only a slower master
+    (sys/netinet/ip_carp.c carp_input_c), so neither is preferred and failback is a
+    coin toss. The members are tinc.nodes, else every [hosts.NAME] but the witnesses."""
+    skews: dict[int, str] = {}
+    for name in members:
+        skew = hosts[name].advskew
+        if skew in skews:
+            given = isinstance(raw.get(name), dict) and "advskew" in raw[name]
+            taken = {hosts[m].advskew for m in members}
+            free = next((v for v in range(0, MAX_ADVSKEW + 1, 10) if v not in taken),
+                        MAX_ADVSKEW)
+            why = "" if given else " (not set: the default)"
+            raise ConfigError(
+                f"{label}: hosts.{name}.advskew: {skew}{why} ties with {skews[skew]}, so "
+                f"CARP prefers neither host: set advskew = {free} under [hosts.{name}] "
+                "(each host its own, lower wins)")
+        skews[skew] = name
 
 
 def _refuse_own_addresses(label: str, hosts: Mapping[str, Host],
@@ -672,7 +739,7 @@ def _refuse_own_addresses(label: str, hosts: Mapping[str, Host],
 def _carp_params(label: str, table: Mapping[str, Any], prefix: str,
                  check_permissions: bool) -> CarpParams:
     cr = _Reader(label, table, prefix)
-    cr.unknown({"address", "advbase", "advskew", "password", "password_file", "peers", "peers6"})
+    cr.unknown(CARP_KEYS)
     address = cr.iface("address")
     advbase = cr.int_("advbase", 1, 1, 255)
     advskew = cr.opt_int("advskew", 0, MAX_ADVSKEW)
@@ -724,19 +791,15 @@ def _checks(top: _Reader, groups: list[Group]) -> tuple[Check, ...]:
     return tuple(checks)
 
 
-_CHECK_KEYS = {"command": ("command",), "tcp": ("address", "port"),
-               "http": ("url", "expect_status")}
-
-
 def _check(cr: _Reader, group_names: list[str], before: list[Check]) -> Check:
-    common = {"name", "type", "interval", "timeout", "fall", "rise", "weight", "groups"}
     kind = cr.str_("type", None, choices=CHECK_TYPES)
     for key in cr.table:
-        if key in common or key in _CHECK_KEYS[kind]:
+        if key in CHECK_COMMON_KEYS or key in CHECK_TYPE_KEYS[kind]:
             continue
-        owner = next((t for t, keys in _CHECK_KEYS.items() if key in keys), None)
-        raise cr.fail(key, f"belongs to a type = {owner!r} check, not {kind!r}" if owner
-                      else "unknown key")
+        owner = next((t for t, keys in CHECK_TYPE_KEYS.items() if key in keys), None)
+        if owner:
+            raise cr.fail(key, f"belongs to a type = {owner!r} check, not {kind!r}")
+        cr.unknown(CHECK_COMMON_KEYS | CHECK_TYPE_KEYS[kind])
     name = cr.str_("name")
     if not CHECK_NAME_RE.fullmatch(name):
         raise cr.fail("name", f"{name!r}: use 1 to 32 of a-z, 0-9, _ and -")

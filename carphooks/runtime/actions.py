@@ -7,7 +7,7 @@ import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from carphooks import config as configmod
@@ -63,9 +63,24 @@ class ActionResult:
     def text(self, dry_run: bool = False) -> list[str]:
         """Human-readable lines: changes, address changes and errors, warnings, notes
         (with ``dry_run``, worded as what would be done: nothing was)."""
-        lines = [f"(dry run) {line}" for line in self.lines] if dry_run else list(self.lines)
+        lines = [would(line) for line in self.lines] if dry_run else list(self.lines)
         return [*lines, *outcome_lines(self.outcomes, dry_run),
                 *(f"warning: {w}" for w in self.warnings), *self.notes]
+
+
+# The past tense an action line starts with, and its "would ..." form for a dry run.
+_WOULD = {"assigned": "assign", "brought": "bring", "configured": "configure",
+          "updated": "update", "set": "set", "demoted": "demote", "removed": "remove",
+          "added": "add"}
+
+
+def would(line: str) -> str:
+    """A change line worded as what a dry run would do (``demoted CARP by 240`` ->
+    ``would demote CARP by 240``)."""
+    verb, _, rest = line.partition(" ")
+    if verb in _WOULD:
+        return f"would {_WOULD[verb]} {rest}"
+    return f"would: {line}"
 
 
 @dataclass
@@ -763,6 +778,7 @@ def tinc_host(ctx: Context, env: TincEnv, up: bool) -> ActionResult:
     ctx.host = env.name
     node = env.node or ""
     outcomes: list[Outcome] = []
+    notes: list[str] = []
     hook = f"tinc-host-{'up' if up else 'down'}"
     with exclusive(ctx, {"hook": hook, "env": _tinc_marker(env)}):
         try:
@@ -790,11 +806,14 @@ def tinc_host(ctx: Context, env: TincEnv, up: bool) -> ActionResult:
                      f"{' (' + env.remote_address + ')' if env.remote_address else ''}: "
                      f"{q_after.reason}")
         if q_before.ok != q_after.ok or unknown:
-            if q_after.ok:
-                ctx.log.notice(f"quorum regained ({q_after.have}/{len(ctx.config.voters)})")
+            votes = f"{q_after.have}/{len(ctx.config.voters)}"
+            if ctx.dry_run:  # (nothing changes: no syslog line may say it does)
+                notes.append(f"quorum would be {'regained' if q_after.ok else 'lost'} "
+                             f"({votes})")
+            elif q_after.ok:
+                ctx.log.notice(f"quorum regained ({votes})")
             else:
-                ctx.log.warning(f"quorum lost ({q_after.have}/{len(ctx.config.voters)}): "
-                                "releasing floating addresses")
+                ctx.log.warning(f"quorum lost ({votes}): releasing floating addresses")
             why = hook
             if q_after.ok and not recorded:
                 ctx.log.error(f"quorum regained but not recorded: not taking ({why} or "
@@ -806,7 +825,7 @@ def tinc_host(ctx: Context, env: TincEnv, up: bool) -> ActionResult:
                 outcomes = _reconcile_locked(ctx, ctx.config.groups, why, q_after)
                 _demote(ctx, "quorum", True)
     finish(ctx)
-    return ActionResult(outcomes)
+    return ActionResult(outcomes, notes=notes)
 
 
 def _demote(ctx: Context, reason: str, on: bool) -> None:
@@ -826,7 +845,9 @@ def maintenance_on(ctx: Context, wait: float) -> ActionResult:
                              "backend lacks: stop the CARP daemon (ucarp/keepalived) instead")
     result = ActionResult()
     with exclusive(ctx, state_ok=False):
-        if not ctx.dry_run:
+        if ctx.dry_run:
+            result.lines.append("set the maintenance flag (kept across reboots)")
+        else:
             ctx.state.write_maintenance(True)  # the flag first: a reboot re-applies it
         if demotion.set_reason(ctx, "maintenance", True):
             result.lines.append(f"demoted CARP by {demotion.STEP}")
@@ -834,9 +855,11 @@ def maintenance_on(ctx: Context, wait: float) -> ActionResult:
     if preempt == 0:
         msg = ("net.inet.carp.preempt is 0 on this host; the peers need "
                "net.inet.carp.preempt=1 or nothing moves")
-        ctx.log.warning(msg)
+        if not ctx.dry_run:
+            ctx.log.warning(msg)
         result.warnings.append(msg)
     if ctx.dry_run:
+        result.notes.append(f"then it would wait up to {wait:g} s for a peer to take over")
         return result
     masters = [g for g in ctx.config.groups if _carp_now(ctx, g) is CarpState.MASTER]
     deadline = time.monotonic() + wait
@@ -859,9 +882,12 @@ def maintenance_off(ctx: Context) -> ActionResult:
     with exclusive(ctx, state_ok=False):
         if demotion.set_reason(ctx, "maintenance", False):
             result.lines.append("removed the maintenance demotion")
-        if not ctx.dry_run:
+        if ctx.dry_run:
+            result.lines.append("set maintenance off")
+        else:
             ctx.state.write_maintenance(False)
-    result.notes.append("maintenance off")
+    if not ctx.dry_run:
+        result.notes.append("maintenance off")
     return result
 
 
@@ -879,8 +905,10 @@ def status(ctx: Context) -> Report:
     maint = in_maintenance(ctx)
     reader = Reader(ctx)
     repairs = Repairs(ctx.state, ctx.log, dry_run=True)  # read-only
-    groups = tuple(_group_status(view, repairs)
-                   for view in (observe(ctx, g, reader, q) for g in ctx.config.groups))
+    groups = tuple(replace(_group_status(view, repairs), vhid_present=(
+        view.carp_if is not None and view.group.vhid in view.carp_if.carp
+        if ctx.backend.reads_carp_interface else None))
+        for view in (observe(ctx, g, reader, q) for g in ctx.config.groups))
     dem = demotion.status(ctx)
     checks, checks_error = health.report(ctx.state, ctx.config, dem.added)
     return Report(

@@ -90,6 +90,7 @@ class GroupStatus:
     reason: str
     addresses: tuple[AddressStatus, ...]
     problems: tuple[str, ...] = ()  # each is CRITICAL (drift, an unusable address)
+    vhid_present: bool | None = None  # the vhid exists on carp_interface (None: not read)
 
     @property
     def held(self) -> int:
@@ -98,19 +99,42 @@ class GroupStatus:
 
     @property
     def verdict(self) -> Verdict:
-        """CRITICAL on a problem; WARNING while DAD runs on an address to hold."""
+        """CRITICAL on a problem; WARNING on what :attr:`warnings` names."""
         if self.problems:
             return Verdict.CRITICAL
-        if self.should_hold and any(a.state is AddressState.TENTATIVE for a in self.addresses):
-            return Verdict.WARNING
-        return Verdict.OK
+        return Verdict.WARNING if self._tentative or self.carp_warnings() else Verdict.OK
+
+    @property
+    def _tentative(self) -> bool:
+        """DAD runs on an address this host should hold."""
+        return self.should_hold and any(a.state is AddressState.TENTATIVE
+                                        for a in self.addresses)
+
+    def carp_warnings(self) -> list[str]:
+        """Why this host cannot hold the group now although nothing is wrong with its
+        addresses: no vhid, a vhid in INIT, MASTER while released."""
+        out = []
+        if self.vhid_present is False:
+            # FreeBSD: no vhid, so never MASTER (tinc-up creates it from carp.address)
+            out.append(f"{self.name}: no vhid {self.vhid} on {self.carp_interface}, so this "
+                       "host can never hold the addresses (tinc-up creates it from "
+                       "carp.address: is tincd running? carphooks check)")
+        elif self.carp is CarpState.INIT:
+            out.append(f"{self.name}: vhid {self.vhid} on {self.carp_interface} is INIT "
+                       "(interface down, no link, or net.inet.carp.allow=0): this host "
+                       "cannot take over")
+        if self.carp is CarpState.MASTER and not self.should_hold:
+            out.append(f"{self.name}: CARP is MASTER here but the addresses are released "
+                       f"({self.reason}): nobody holds them until a peer takes over")
+        return out
 
     @property
     def warnings(self) -> tuple[str, ...]:
         """What makes the group WARNING (when it is not CRITICAL)."""
-        if self.verdict is Verdict.WARNING:
-            return (f"{self.name}: tentative address (DAD running)",)
-        return ()
+        if self.verdict is not Verdict.WARNING:
+            return ()
+        dad = (f"{self.name}: tentative address (DAD running)",) if self._tentative else ()
+        return dad + tuple(self.carp_warnings())
 
 
 @dataclass(frozen=True)
@@ -228,6 +252,8 @@ def to_json(report: Report) -> dict[str, Any]:
             "addresses": {a.address.with_prefixlen: a.state.value for a in g.addresses},
             "verdict": verdict_text(g), "level": g.verdict.name,
         }
+        if g.warnings:  # (what makes the level WARNING)
+            entry["warnings"] = [w.split(": ", 1)[1] for w in g.warnings]
         dad = {a.address.with_prefixlen: _dad_json(a) for a in g.addresses if a.dad is not None}
         if dad:
             entry["dad"] = dad
@@ -311,6 +337,7 @@ def text_lines(report: Report) -> list[str]:
         lines.append(f"group {g.name} (vhid {g.vhid} on {g.carp_interface}): CARP "
                      f"{g.carp.value}, should {'hold' if g.should_hold else 'release'} "
                      f"({g.reason}): {verdict_text(g)}")
+        lines.extend(f"  warning: {w.split(': ', 1)[1]}" for w in g.carp_warnings())
         for a in g.addresses:
             note = f" ({a.dad.detail})" if a.dad is not None else ""
             lines.append(f"  {a.address.with_prefixlen} on {g.external_interface}: "

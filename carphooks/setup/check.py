@@ -135,8 +135,10 @@ class Doctor:
             return self.checks
         self.check_private(config)
         self.check_quorum(config)
+        self.check_vhid_addresses(config)
         tgt = self.check_target(config)
         if tgt is not None:
+            self.check_membership(tgt)
             self.check_binaries(tgt)
             self.check_interpreters(tgt)
             self.check_devd(tgt)
@@ -194,29 +196,109 @@ class Doctor:
                          "placeholder of carphooks.toml.sample: anyone who has read the "
                          "sample can send advertisements for this vhid",
                          f"put a password of your own ({configmod.PASSWORD_MAX} characters "
-                         f"at most, from {configmod.PASSWORD_CHARS}; e.g. openssl rand -hex 8) "
+                         f"at most, from {configmod.PASSWORD_CHARS}, e.g. openssl rand -hex 8) "
                          "in password_file, the same on every host")
 
     def check_quorum(self, config: Config) -> None:
+        """Quorum off, or counted over too few voters. Each fix is one the loader takes:
+        it refuses "majority" with topology "unicast", with no voters and with two."""
         voters = len(config.voters)
-        # (topology "unicast" with quorum "majority" is a ConfigError: config.load refuses it)
-        if config.quorum == "none" and voters == 2:
+        listing = ("list every host's tinc node name in tinc.nodes (three, or two plus a "
+                   "small third node in tinc.witnesses)")
+        if config.quorum == "none" and config.topology == "unicast":
+            self.add("quorum", WARN, "topology = \"unicast\" has no quorum: when the hosts "
+                     "cannot hear each other each becomes MASTER and holds the address",
+                     "to rule that out, set topology = \"tinc\", " + listing +
+                     " and set quorum = \"majority\"")
+        elif config.quorum == "none" and voters == 2:
             self.add("quorum", WARN, "2-node cluster with quorum = \"none\": when the two "
                      "cannot hear each other both become MASTER and both hold the address",
                      "add a small third tinc node as a witness (tinc.witnesses) and set "
                      "quorum = \"majority\"")
+        elif config.quorum == "none" and voters < 2:
+            self.add("quorum", WARN, "quorum = \"none\": an isolated MASTER keeps the "
+                     "floating addresses", f"{listing}, then set quorum = \"majority\"")
         elif config.quorum == "none":
             self.add("quorum", WARN, "quorum = \"none\": an isolated MASTER keeps the "
                      "floating addresses", "set quorum = \"majority\"")
+        elif voters == 1:
+            self.add("quorum", WARN, f"majority of 1 voter: {config.voters[0]} always has "
+                     "quorum by itself and every other host never holds the addresses",
+                     listing)
         else:
             self.add("quorum", OK, f"majority of {voters} voter(s)")
+
+    def check_vhid_addresses(self, config: Config) -> None:
+        """With topology "tinc" on kernel CARP, tinc-up creates each vhid from the group's
+        carp.address: without one it fails and the vhid never exists."""
+        if config.topology != "tinc" or not _kernel_carp(config):
+            return
+        for gi, group in enumerate(config.groups):
+            if group.carp.address is None:
+                self.add(f"carp {group.name}", FAIL, f"group[{gi}] ({group.name}) has no "
+                         f"carp.address: tinc-up cannot create vhid {group.vhid} on "
+                         f"{group.carp_interface}, so this host is never MASTER",
+                         f"add [group.carp] with address = \"ADDR/PREFIX\" (the vhid's "
+                         f"address on {group.carp_interface}, the same on every host) after "
+                         "that [[group]]")
+
+    def check_membership(self, tgt: Target) -> None:
+        """This host's own entries: a voter (with majority), a [hosts.NAME] table and,
+        for topology "tinc", a vpn_address that tinc-up puts on the tap."""
+        config, host = tgt.config, tgt.host
+        if host in config.witnesses and host not in config.nodes:
+            self.add("this host", OK, f"{host} is a witness: it votes, it holds nothing")
+            return
+        problems: list[str] = []
+        fixes: list[str] = []
+        if config.quorum == "majority" and host not in config.voters:
+            problems.append(f"{host} is not in tinc.nodes, so with quorum = \"majority\" "
+                            "it never holds the addresses")
+            fixes.append(f"add \"{host}\" to tinc.nodes")
+        entry = config.host(host)
+        if entry is None or entry.vpn_address is None:
+            where = f"hosts.{host}.vpn_address is not set"
+            if config.topology == "tinc":
+                ifname = config.groups[0].carp_interface if config.groups else "tap0"
+                # with no address of its own, CARP sends from the vhid address every host
+                # shares (sys/netinet/ip_carp.c carp_best_ifa picks any of the family)
+                problems.append(f"{where}: tinc-up leaves {ifname} without an address of "
+                                "its own (the host has no address on the VPN and CARP "
+                                "advertises from the vhid address all hosts share)")
+            else:
+                problems.append(f"{where}: the unicast peers cannot leave this host's own "
+                                "address out")
+            fixes.append(f"set vpn_address = \"ADDR/PREFIX\" under [hosts.{host}] (this "
+                         "host's own address on the VPN, one per host)")
+        if problems:
+            self.add("this host", FAIL, "; ".join(problems), "; ".join(fixes))
+        else:
+            self.add("this host", OK, f"{host} is in the config with its own vpn_address")
+        others = [n for n in config.nodes
+                  if n != host and getattr(config.host(n), "vpn_address", None) is None]
+        if config.topology == "tinc" and others:  # the same file runs there: say it here too
+            self.add("hosts", WARN, ", ".join(f"hosts.{n}.vpn_address" for n in others) +
+                     " not set: tinc-up leaves the tap of "
+                     f"{'that host' if len(others) == 1 else 'those hosts'} without an "
+                     "address", "set vpn_address under " +
+                     ", ".join(f"[hosts.{n}]" for n in others))
 
     def check_target(self, config: Config) -> Target | None:
         try:
             tgt = render.target(config, host=self.host, bindir=self.bindir,
                                 prefix=self.prefix)
         except CarphooksError as exc:
-            self.add("host", FAIL, str(exc), "pass --host NAME (the tinc node name)")
+            names = render.known_hosts(config)
+            if not names:
+                fix = ("add a [hosts.NAME] table with vpn_address for each host (NAME: its "
+                       "tinc node name) and list them in tinc.nodes")
+            elif self.host and self.host not in names:
+                fix = (f"add a [hosts.{self.host}] table with vpn_address and list "
+                       f"\"{self.host}\" in tinc.nodes, or pass --host as one of "
+                       f"{', '.join(names)}")
+            else:
+                fix = f"pass --host NAME (one of {', '.join(names)})"
+            self.add("host", FAIL, str(exc), fix)
             return None
         self.add("host", OK, f"this host is {tgt.host}")
         return tgt
@@ -821,6 +903,12 @@ def _first_line(path: Path) -> str:
 def _fix_from(exc: ConfigError, default: str) -> str:
     text = str(exc)
     return text.split("; run: ", 1)[1] if "; run: " in text else default
+
+
+def _kernel_carp(config: Config) -> bool:
+    """Whether the hooks run FreeBSD's kernel CARP (which tinc-up configures)."""
+    return config.backend == "freebsd" or (config.backend == "auto"
+                                           and sys.platform.startswith("freebsd"))
 
 
 def _netifaces() -> list[str]:
