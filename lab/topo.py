@@ -656,12 +656,17 @@ vrrp_instance vhid{VHID} {{
             self.start_cron(h)
 
     def stop_daemons(self) -> None:
-        for h in HOSTS:
-            self.stop(f"cron-{h}")
-        for h in HOSTS:
-            self.stop(f"ucarp-{h}")
-        for h in HOSTS:
-            self.stop(f"tincd-{h}")
+        """Stop cron, then the CARP daemons, then tincd: each kind signalled on all
+        hosts at once (their shutdown hooks run in parallel), then waited for."""
+        for kind in ("cron", "ucarp", "tincd"):
+            keys = [f"{kind}-{h}" for h in HOSTS]
+            for key in keys:
+                pr = self.st["procs"].get(key)
+                if pr and alive(pr["pid"], pr["start"]):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pr["pid"], signal.SIGTERM)
+            for key in keys:
+                self.stop(key, sig=0)  # signalled above: wait, SIGKILL after the timeout
         for h in HOSTS:  # whatever the hooks left behind
             ip(self.ns[h], "addr", "del", VIP4, "dev", "ext0", check=False)
             ip(self.ns[h], "-6", "addr", "del", VIP6, "dev", "ext0", check=False)
