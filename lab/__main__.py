@@ -26,6 +26,8 @@ class Console:
     detail(): the log file only, or stderr when there is no log file."""
 
     def __init__(self, log_path: str | None = None) -> None:
+        if log_path:
+            os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         self.log = open(log_path, "w", buffering=1) if log_path else None
 
     def say(self, text: str) -> None:
@@ -230,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         _guard(lab, a.keep, out)
         t0 = time.time()
         v = bring_up(lab, sets[0], out)
-        results = run(lab, v, sets, names, a.verbose or demo, a.repeat, out, settle_max)
+        verbose = a.verbose or bool(demo and a.log)  # the demo's timelines go to its log
+        results = run(lab, v, sets, names, verbose, a.repeat, out, settle_max)
         res = {"lab": lab.id, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
         tables = [report.runs(results) if a.repeat > 1 else report.summary(results)]
         if demo and len(sets) == 2 and a.repeat == 1:
