@@ -81,9 +81,13 @@ def bring_up(lab: Lab, hookset: str, out: Console = QUIET) -> View:
 
 def switch_hooks(lab: Lab, v: View, hookset: str, daemon: str = "ucarp",
                  out: Console = QUIET) -> None:
-    """Restart the lab's daemons with another hook set and/or CARP daemon."""
+    """Restart the lab's daemons with another hook set and/or CARP daemon. Only the CARP
+    daemon changes: tincd keeps running (its links and the hooks' peer records stay)."""
     t = time.time()
-    lab.stop_daemons()
+    if hookset == lab.st["hookset"]:
+        lab.stop_daemons(("cron", "ucarp"))
+    else:
+        lab.stop_daemons()
     lab.reset_carphooks_state()
     lab.st["daemon"] = daemon
     lab.write_hooks(hookset)

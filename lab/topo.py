@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -655,10 +656,11 @@ vrrp_instance vhid{VHID} {{
         for h in HOSTS:
             self.start_cron(h)
 
-    def stop_daemons(self) -> None:
-        """Stop cron, then the CARP daemons, then tincd: each kind signalled on all
-        hosts at once (their shutdown hooks run in parallel), then waited for."""
-        for kind in ("cron", "ucarp", "tincd"):
+    def stop_daemons(self, kinds: tuple[str, ...] = ("cron", "ucarp", "tincd")) -> None:
+        """Stop cron, then the CARP daemons, then tincd (or only ``kinds``): each kind
+        signalled on all hosts at once (their shutdown hooks run in parallel), then
+        waited for."""
+        for kind in kinds:
             keys = [f"{kind}-{h}" for h in HOSTS]
             for key in keys:
                 pr = self.st["procs"].get(key)
@@ -730,7 +732,8 @@ vrrp_instance vhid{VHID} {{
     def missing_links(self) -> list[str]:
         """Pairs of running tincds without a direct connection seen from both ends."""
         up = [h for h in HOSTS if self.running(f"tincd-{h}")]
-        seen = {h: self.direct_peers(h) for h in up}
+        with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:  # one `ss` per host at once
+            seen = dict(zip(up, pool.map(self.direct_peers, up), strict=True))
         return [f"{a}-{b}" for i, a in enumerate(up) for b in up[i + 1:]
                 if b not in seen[a] or a not in seen[b]]
 
