@@ -148,9 +148,10 @@ def reset(lab: Lab, v: View, note: list[str]) -> None:
 
 
 def recover(lab: Lab, v: View, note: list[str]) -> None:
-    """After a run that ended without steady state: when hA is master and alone holds
-    the addresses, a stale entry in the client's neighbour cache is all that is left
-    (wait_steady flushes it); anything else gets the hard reset."""
+    """After a run that ended without steady state (the measuring is over): when hA is
+    master and alone holds the addresses, a stale entry in the client's neighbour cache
+    is all that is left, and flushing it is enough; anything else gets the hard reset."""
+    lab.flush_client()
     if wait_steady(lab, v, "hA", RECOVER_WAIT, fix_client=True):
         note.append("back to the initial state without a restart")
         return
