@@ -41,7 +41,11 @@ def _hook_block(r: dict[str, Any]) -> float:
 
 def short_line(r: dict[str, Any]) -> str:
     """One terminal line per run: hook set, scenario, outage, two holders, hook block."""
-    back = "" if r["final_master"] else " (not recovered)"
+    back = ""
+    if any(p["outage4_open"] for p in r["phases"].values()):
+        back = " (not recovered)"
+    elif not r["final_master"]:
+        back = " (no steady state)"
     return (f"{r['set']:9} {r.get('label', r['title']):32} outage v4 {_outages(r)} ms{back}; "
             f"two holders {r['two_holder_samples']}; hook block {_hook_block(r):.0f} ms")
 

@@ -51,6 +51,8 @@ def test_short_line_says_not_recovered() -> None:
     assert line.startswith("bare ") and "master cut off" in line
     assert "51 / 9856+ ms (not recovered)" in line and "two holders 89" in line
     assert "not recovered" not in report.short_line(RESULTS[3])
+    v6_only = _result("bare", "preempt", "old master returns", 0, 0, final=None)
+    assert "0 / 0 ms (no steady state)" in report.short_line(v6_only)
 
 
 def test_picture_puts_bare_left_and_carphooks_right(tmp_path: Path) -> None:
