@@ -16,7 +16,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 tinc ucarp ke
 help:
 	@echo "make demo   - three failovers, the bare shell hook vs carphooks, in a three-host"
 	@echo "              lab (root, under 2 min); log, tables and picture in out/demo/"
-	@echo "make demo-full - every lab scenario with both hook sets (~5 min), out/demo-full/"
+	@echo "make demo-full - every lab scenario with both hook sets (~6 min), out/demo-full/"
 	@echo "make check  - lint, types and the in-process unit tests (under a minute)"
 	@echo "make test   - unit, emulator, CLI and lab tests (installs what it needs)"
 	@echo "make lint   - ruff and mypy --strict"
