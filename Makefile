@@ -20,7 +20,9 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 tinc ucarp ke
 .PHONY: help deps venv check test test-fast lint bench demo lab-down install man clean
 
 help:
-	@echo "make demo   - three-host failover lab in network namespaces (root), timeline + picture"
+	@echo "make demo   - three failovers, the bare shell hook vs carphooks, in a three-host"
+	@echo "              lab (root, under 2 min); log, tables and picture in out/demo/"
+	@echo "make demo-full - every lab scenario with both hook sets (~6 min), out/demo-full/"
 	@echo "make check  - lint, types and the in-process unit tests (under a minute)"
 	@echo "make test   - unit, emulator, CLI and lab tests (installs what it needs)"
 	@echo "make lint   - ruff and mypy --strict"
@@ -66,10 +68,22 @@ lint: venv
 bench: venv
 	$(BIN)/python -m bench
 
+# The lab's demo (lab/, docs/lab.md): a few lines on the terminal; the per-step log,
+# timelines, tables and picture in out/demo/ (out/demo-full/: every scenario).
+DEMO_PREP = $(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q \
+	matplotlib >/dev/null 2>&1 || echo "matplotlib unavailable: the picture will be SVG"; \
+	mkdir -p out/$@
+DEMO_RUN = $(BIN)/python -m lab demo --log out/$@/demo.log --json out/$@/results.json \
+	--markdown out/$@/results.md --plot out/$@/timeline.png
+
 demo: venv
-	@$(BIN)/pip install -q matplotlib >/dev/null 2>&1 || echo "matplotlib unavailable: the picture will be SVG"
-	@mkdir -p out/demo
-	$(BIN)/python -m lab demo --json out/demo/results.json --plot out/demo/timeline.png
+	@$(DEMO_PREP)
+	@$(DEMO_RUN)
+
+demo-full: venv
+	@$(DEMO_PREP)
+	@$(DEMO_RUN) --full
+.PHONY: demo-full
 
 lab-down: venv
 	$(BIN)/python -m lab down

@@ -4,6 +4,7 @@ matplotlib is importable and the file name ends in .png)."""
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 
 HOST_COLOURS = {
@@ -32,6 +33,66 @@ def one_line(r: dict[str, Any]) -> str:
         f"{r['set']:9} {r['scenario']:10} final master {r['final_master']}; {ph}; "
         f"hook block max ms: {hb}" + (f"; NOTE {'; '.join(r['notes'])}" if r["notes"] else "")
     )
+
+
+def _outages(r: dict[str, Any], af: int = 4) -> str:
+    """'failover / repair' outage in ms; '+' = still failing when the run stopped."""
+    return " / ".join(f"{p[f'outage{af}_ms']}{'+' if p[f'outage{af}_open'] else ''}"
+                      for p in r["phases"].values())
+
+
+def _hook_block(r: dict[str, Any]) -> float:
+    return max((x["max"] for x in r["hook_block_ms"].values()), default=0.0)
+
+
+def short_line(r: dict[str, Any]) -> str:
+    """One terminal line per run: hook set, scenario, outage, two holders, hook block."""
+    back = ""
+    if any(p["outage4_open"] for p in r["phases"].values()):
+        back = " (not recovered)"
+    elif not r["final_master"]:
+        back = " (no steady state)"
+    return (f"{r['set']:9} {r.get('label', r['title']):32} outage v4 {_outages(r)} ms{back}; "
+            f"two holders {r['two_holder_samples']}; hook block {_hook_block(r):.0f} ms")
+
+
+LEGEND = (
+    "outage: longest run of failed client probes (every 50 ms) to the floating IPv4 address, "
+    "after the fault / after the repair; + = still failing when the run stopped. two "
+    "holders: 50 ms samples with the address on two hosts at once. hook block: longest "
+    "time a hook kept its caller (ucarp, keepalived, tincd) waiting."
+)
+
+
+def side_by_side(results: list[dict[str, Any]]) -> str:
+    """The bare hook and carphooks next to each other, one row per scenario (markdown)."""
+    by: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        by.setdefault(r["scenario"], {}).setdefault(r["set"], r)
+    rows = [["scenario", "outage v4 ms: bare", "carphooks", "two holders: bare", "carphooks",
+             "hook block ms: bare", "carphooks"]]
+    def cell(r: dict[str, Any] | None, text: Callable[[dict[str, Any]], str]) -> str:
+        return text(r) if r else "-"
+
+    def holders(r: dict[str, Any]) -> str:
+        return str(r["two_holder_samples"])
+
+    def block(r: dict[str, Any]) -> str:
+        return f"{_hook_block(r):.0f}"
+
+    for sets in by.values():
+        b, c = sets.get("bare"), sets.get("carphooks")
+        first = b or c or {}
+        title = str(first.get("label", first.get("title", "")))
+        rows.append([title, cell(b, _outages), cell(c, _outages), cell(b, holders),
+                     cell(c, holders), cell(b, block), cell(c, block)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+    def fmt(row: list[str]) -> str:
+        return "| " + " | ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([fmt(rows[0]), sep, *(fmt(row) for row in rows[1:])])
 
 
 def timeline(r: dict[str, Any]) -> str:
@@ -158,6 +219,8 @@ LANES = ["masters", "holders4", "holders6", "client4", "client6"]
 def _lanes(results: list[dict[str, Any]]) -> list[str]:
     """LANES, plus the lab service's lanes when a health-check scenario ran."""
     return LANES + (["svc4", "svc6"] if any(r.get("svc") for r in results) else [])
+
+
 LANE_LABEL = {
     "svc4": "service v4",
     "svc6": "service v6",
@@ -178,6 +241,24 @@ def draw(results: list[dict[str, Any]], path: str) -> str:
     return _draw_svg(results, path)
 
 
+def _grid(
+    results: list[dict[str, Any]],
+) -> tuple[list[str], list[list[dict[str, Any] | None]]]:
+    """Hook sets as columns (bare first), one row per scenario run: the bare hook and
+    carphooks side by side."""
+    sets = [s for s in ("bare", "carphooks") if any(r["set"] == s for r in results)]
+    sets += sorted({r["set"] for r in results} - set(sets))
+    rows: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in results:
+        rows.setdefault((r["scenario"], r.get("run", 1)), {})[r["set"]] = r
+    return sets, [[cells.get(s) for s in sets] for cells in rows.values()]
+
+
+def _caption(r: dict[str, Any]) -> str:
+    return (f"{r['set']} / {r.get('label', r['title'])}: v4 outage {_outages(r)} ms, "
+            f"two-holder samples {r['two_holder_samples']}")
+
+
 def _colour(x: str) -> list[str]:
     if not x:
         return []
@@ -186,14 +267,15 @@ def _colour(x: str) -> list[str]:
 
 def _draw_svg(results: list[dict[str, Any]], path: str) -> str:
     lanes = _lanes(results)
-    W, left, right = 1100, 230, 20
+    sets, grid = _grid(results)
+    col_w, left, right, gap_x = 560, 90, 10, 20
+    W = left + len(sets) * (col_w + gap_x)
     lane_h, gap, head = 12, 2, 24
     block_h = head + len(lanes) * (lane_h + gap) + 18
     tmin = -1.0
     tmax = max((r["end_at"] for r in results), default=10.0)
-    sx = (W - left - right) / (tmax - tmin)
-    X = lambda t: left + (t - tmin) * sx  # noqa: E731
-    H = 40 + block_h * len(results)
+    sx = (col_w - right) / (tmax - tmin)
+    H = 40 + block_h * len(grid)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
         f'font-family="sans-serif" font-size="11">',
@@ -201,45 +283,47 @@ def _draw_svg(results: list[dict[str, Any]], path: str) -> str:
         '<text x="10" y="16" font-size="13">carphooks lab: seconds from the fault; colours '
         "hA blue, hB orange, hC green, client failures red; two stacked colours = two hosts</text>",
     ]
-    for i, r in enumerate(results):
+    for i, row in enumerate(grid):
         y0 = 30 + i * block_h
-        out.append(
-            f'<text x="10" y="{y0 + 14}" font-weight="bold">{html.escape(r["set"])} / '
-            f"{html.escape(r['scenario'])}: v4 outage {r['outage4_ms']} ms, two-holder "
-            f"samples {r['two_holder_samples']}</text>"
-        )
         for j, lane in enumerate(lanes):
             y = y0 + head + j * (lane_h + gap)
             out.append(
                 f'<text x="{left - 6}" y="{y + lane_h - 2}" text-anchor="end">'
                 f"{LANE_LABEL[lane]}</text>"
             )
-            out.append(
-                f'<rect x="{left}" y="{y}" width="{W - left - right}" height="{lane_h}" '
-                f'fill="#f3f3f3"/>'
-            )
-            for t0, t1, x in r["timeline"].get(lane, []):
-                t0, t1 = max(t0, tmin), min(t1, tmax)
-                if t1 <= t0:
-                    continue
-                cols = _colour(x)
-                for k, c in enumerate(cols):
-                    h = lane_h / len(cols)
+        for c, r in enumerate(row):
+            if r is None:
+                continue
+            x0 = left + c * (col_w + gap_x)
+            X = lambda t, x0=x0: x0 + (t - tmin) * sx  # noqa: E731
+            out.append(f'<text x="{x0}" y="{y0 + 14}" font-weight="bold">'
+                       f"{html.escape(_caption(r))}</text>")
+            for j, lane in enumerate(lanes):
+                y = y0 + head + j * (lane_h + gap)
+                out.append(f'<rect x="{x0}" y="{y}" width="{col_w - right}" height="{lane_h}" '
+                           f'fill="#f3f3f3"/>')
+                for t0, t1, x in r["timeline"].get(lane, []):
+                    t0, t1 = max(t0, tmin), min(t1, tmax)
+                    if t1 <= t0:
+                        continue
+                    cols = _colour(x)
+                    for k, colour in enumerate(cols):
+                        h = lane_h / len(cols)
+                        out.append(
+                            f'<rect x="{X(t0):.1f}" y="{y + k * h:.1f}" '
+                            f'width="{max(0.5, (t1 - t0) * sx):.1f}" height="{h:.1f}" '
+                            f'fill="{colour}"/>'
+                        )
+            yb = y0 + head + len(lanes) * (lane_h + gap)
+            for t in (0.0, r["repair_at"]):
+                if t is not None:
                     out.append(
-                        f'<rect x="{X(t0):.1f}" y="{y + k * h:.1f}" '
-                        f'width="{max(0.5, (t1 - t0) * sx):.1f}" height="{h:.1f}" fill="{c}"/>'
+                        f'<line x1="{X(t):.1f}" y1="{y0 + head - 2}" x2="{X(t):.1f}" y2="{yb}" '
+                        f'stroke="black" stroke-dasharray="3,2"/>'
                     )
-        yb = y0 + head + len(lanes) * (lane_h + gap)
-        for t in (0.0, r["repair_at"]):
-            if t is not None:
-                out.append(
-                    f'<line x1="{X(t):.1f}" y1="{y0 + head - 2}" x2="{X(t):.1f}" y2="{yb}" '
-                    f'stroke="black" stroke-dasharray="3,2"/>'
-                )
-        for s in range(int(tmin), int(tmax) + 1, 2):
-            out.append(
-                f'<text x="{X(s):.1f}" y="{yb + 11}" text-anchor="middle" fill="#555">{s}</text>'
-            )
+            for s in range(int(tmin), int(tmax) + 1, 2):
+                out.append(f'<text x="{X(s):.1f}" y="{yb + 11}" text-anchor="middle" '
+                           f'fill="#555">{s}</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out))
@@ -253,24 +337,29 @@ def _draw_mpl(results: list[dict[str, Any]], path: str) -> str:
     import matplotlib.pyplot as plt
 
     lanes = _lanes(results)
-    fig, axes = plt.subplots(len(results), 1, figsize=(12, 1.6 * len(results)), squeeze=False)
-    for ax, r in zip(axes[:, 0], results, strict=True):
-        for j, lane in enumerate(lanes):
-            for t0, t1, x in r["timeline"].get(lane, []):
-                cols = _colour(x)
-                for k, c in enumerate(cols):
-                    h = 0.8 / len(cols)
-                    ax.broken_barh([(t0, t1 - t0)], (len(lanes) - j - 0.4 + k * h, h), color=c)
-        ax.axvline(0, color="k", ls="--", lw=0.8)
-        if r["repair_at"] is not None:
-            ax.axvline(r["repair_at"], color="k", ls="--", lw=0.8)
-        ax.set_yticks(range(len(lanes), 0, -1), [LANE_LABEL[x] for x in lanes], fontsize=7)
-        ax.set_title(
-            f"{r['set']} / {r['scenario']}: v4 outage {r['outage4_ms']} ms, "
-            f"two-holder samples {r['two_holder_samples']}",
-            fontsize=8,
-        )
-    axes[-1, 0].set_xlabel("seconds from the fault")
+    sets, grid = _grid(results)
+    fig, axes = plt.subplots(len(grid), len(sets), figsize=(7 * len(sets), 1.6 * len(grid)),
+                             squeeze=False, sharex=True)
+    for i, row in enumerate(grid):
+        for c, r in enumerate(row):
+            ax = axes[i, c]
+            if r is None:
+                ax.set_axis_off()
+                continue
+            for j, lane in enumerate(lanes):
+                for t0, t1, x in r["timeline"].get(lane, []):
+                    cols = _colour(x)
+                    for k, colour in enumerate(cols):
+                        h = 0.8 / len(cols)
+                        ax.broken_barh([(t0, t1 - t0)], (len(lanes) - j - 0.4 + k * h, h),
+                                       color=colour)
+            ax.axvline(0, color="k", ls="--", lw=0.8)
+            if r["repair_at"] is not None:
+                ax.axvline(r["repair_at"], color="k", ls="--", lw=0.8)
+            ax.set_yticks(range(len(lanes), 0, -1), [LANE_LABEL[x] for x in lanes], fontsize=7)
+            ax.set_title(_caption(r), fontsize=8)
+    for c in range(len(sets)):
+        axes[-1, c].set_xlabel("seconds from the fault")
     from matplotlib.patches import Patch
 
     legend = [
@@ -286,6 +375,6 @@ def _draw_mpl(results: list[dict[str, Any]], path: str) -> str:
         title="two colours stacked in one lane = two hosts at once",
         title_fontsize=8,
     )
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (1.6 * len(results))))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (1.6 * len(grid))))
     fig.savefig(path, dpi=90)
     return path

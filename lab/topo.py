@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -756,14 +757,20 @@ vrrp_track_file carphooks_demotion {{
         for h in HOSTS:
             self.start_cron(h)
 
-    def stop_daemons(self) -> None:
-        for h in HOSTS:
-            self.stop(f"cron-{h}")
-            self.stop(f"svc-{h}")
-        for h in HOSTS:
-            self.stop(f"ucarp-{h}")
-        for h in HOSTS:
-            self.stop(f"tincd-{h}")
+    def stop_daemons(self, kinds: tuple[str, ...] = ("cron", "svc", "ucarp", "tincd")) -> None:
+        """Stop cron (or the watch loop), the services, then the CARP daemons, then tincd
+        (or only ``kinds``): each kind
+        signalled on all hosts at once (their shutdown hooks run in parallel), then
+        waited for."""
+        for kind in kinds:
+            keys = [f"{kind}-{h}" for h in HOSTS]
+            for key in keys:
+                pr = self.st["procs"].get(key)
+                if pr and alive(pr["pid"], pr["start"]):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pr["pid"], signal.SIGTERM)
+            for key in keys:
+                self.stop(key, sig=0)  # signalled above: wait, SIGKILL after the timeout
         for h in HOSTS:  # whatever the hooks left behind
             ip(self.ns[h], "addr", "del", VIP4, "dev", "ext0", check=False)
             ip(self.ns[h], "-6", "addr", "del", VIP6, "dev", "ext0", check=False)
@@ -827,7 +834,8 @@ vrrp_track_file carphooks_demotion {{
     def missing_links(self) -> list[str]:
         """Pairs of running tincds without a direct connection seen from both ends."""
         up = [h for h in HOSTS if self.running(f"tincd-{h}")]
-        seen = {h: self.direct_peers(h) for h in up}
+        with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:  # one `ss` per host at once
+            seen = dict(zip(up, pool.map(self.direct_peers, up), strict=True))
         return [f"{a}-{b}" for i, a in enumerate(up) for b in up[i + 1:]
                 if b not in seen[a] or a not in seen[b]]
 
