@@ -195,6 +195,13 @@ class Check:
         """Its reason in carphooks' demotion record."""
         return f"check:{self.name}"
 
+    def stale_after(self, lock_timeout: float) -> float:
+        """Seconds after which the watch loop's record of this check says nothing any
+        more (the loop that wrote it is gone): the loop records after every probe, so a
+        few of its intervals, and never less than a minute (a reconcile pass may hold
+        the loop while it waits up to ``lock_timeout`` for the lock)."""
+        return max(60.0, 5 * (self.interval + self.timeout), lock_timeout + 2 * self.interval)
+
     def target(self) -> str:
         """What it probes, in words (no secret: argv is shown as configured)."""
         if self.type == "command":

@@ -29,7 +29,6 @@ from carphooks.state import CheckRecord, StateDir
 
 TAIL_BYTES = 200  # output kept per check (status shows it)
 HTTP_READ = 4096  # bytes of a response body read (for the tail)
-STALE_MIN = 60.0  # seconds: a record older than this (and several intervals) is stale
 
 
 class Health(enum.StrEnum):
@@ -235,14 +234,6 @@ def _http(check: Check, secrets: Secrets | None) -> Probe:
 
 # -- the record -----------------------------------------------------------------------------
 
-def stale_after(config: Config, check: Check) -> float:
-    """Seconds after which a record of ``check`` says nothing any more (the loop that
-    wrote it is gone): the loop records after every probe, so a few of its intervals,
-    and never less than STALE_MIN (a reconcile pass may hold the loop that long)."""
-    return max(STALE_MIN, 5 * (check.interval + check.timeout),
-               config.lock_timeout + 2 * check.interval)
-
-
 def load(state: StateDir) -> CheckRecord | None:
     """The record (StateError when it is unsafe or corrupt)."""
     return state.check_record()
@@ -269,7 +260,7 @@ def failing(state: StateDir, config: Config, name: str, now: float | None = None
     if record is None or name not in record.checks:
         return False
     now = time.time() if now is None else now
-    if now - record.updated > stale_after(config, check):
+    if now - record.updated > check.stale_after(config.lock_timeout):
         return False
     return CheckState.from_json(name, record.checks[name]).health is Health.FAILING
 
@@ -292,7 +283,7 @@ def report(state: StateDir, config: Config, added: dict[str, int] | None,
     for check in config.checks:
         raw = record.checks.get(check.name) if record is not None else None
         st = CheckState.from_json(check.name, raw) if raw is not None else CheckState(check.name)
-        stale = record is not None and now - record.updated > stale_after(config, check)
+        stale = record is not None and now - record.updated > check.stale_after(config.lock_timeout)
         out.append(CheckStatus(
             name=check.name, type=check.type, target=check.target(), health=st.health.value,
             since=st.since, age=_ago(now, st.since), last_ok=st.last_ok,

@@ -13,6 +13,7 @@ import re
 import shlex
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -149,6 +150,10 @@ class Doctor:
                 self.check_unicast(tgt)
             self.check_file(tgt, "sysctl.conf", WARN)
             self.check_file(tgt, "cron", WARN)
+            if config.checks:
+                self.check_file(tgt, "rc.d", WARN, "sysrc carphooks_enable=YES && service "
+                                "carphooks start")
+                self.check_watch(config)
             self.check_syslog(tgt)
         self.check_interfaces(config)
         self.check_sysctl(config)
@@ -596,6 +601,35 @@ class Doctor:
         """Live: every other voter reached over a direct tinc connection (carphooks.mesh)."""
         warn, message, fix = mesh_verdict(tgt, self.root)
         self.add("tinc links", WARN if warn else OK, message, fix)
+
+    def check_watch(self, config: Config) -> None:
+        """Configured health checks need the ``carphooks watch`` loop: without it a
+        failing service demotes nothing. Alive = a fresh record of every check."""
+        from carphooks.state import StateDir
+
+        fix = "sysrc carphooks_enable=YES && service carphooks start"
+        try:
+            record = StateDir(config.state_dir, dry_run=True).check_record()
+        except CarphooksError as exc:
+            self.add("watch", WARN, f"cannot read the health checks' record: {exc}",
+                     "run check as root")
+            return
+        names = ", ".join(c.name for c in config.checks)
+        if record is None:
+            self.add("watch", WARN, f"health checks {names} are configured, but no "
+                     "carphooks watch loop has run them: a failing service moves nothing",
+                     fix)
+            return
+        age = time.time() - record.updated
+        stale = [c.name for c in config.checks
+                 if c.name not in record.checks or age > c.stale_after(config.lock_timeout)]
+        if stale:
+            self.add("watch", WARN, f"no carphooks watch loop has run {', '.join(stale)} "
+                     f"for {age:.0f} s (last record by pid {record.pid}): a failing service "
+                     "moves nothing", fix)
+        else:
+            self.add("watch", OK, f"carphooks watch (pid {record.pid}) ran {names} "
+                     f"{age:.0f} s ago")
 
     def check_unicast(self, tgt: Target) -> None:
         config = tgt.config
