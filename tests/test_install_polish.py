@@ -212,6 +212,17 @@ def test_version() -> None:
         assert result.output == f"carphooks {want}\n"
 
 
+@pytest.mark.parametrize("hook", ["carp-event", "tinc-up", "tinc-down", "tinc-host-up",
+                                  "tinc-host-down"])
+def test_hook_version(hook: str) -> None:
+    """The hooks answer --version before reading any config or environment."""
+    want = importlib.metadata.version("carphooks")
+    for flag in ("--version", "-V"):
+        proc = subprocess.run([str(BINDIR / hook), flag], capture_output=True, text=True,
+                              timeout=30, env={"PATH": "/usr/bin:/bin"})
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"{hook} {want}\n", "")
+
+
 def test_render_hides_carp_passwords_unless_asked(tmp_path: Path) -> None:
     cfg = write_cluster(tmp_path / "u.toml", "unicast")
     base = ["-c", str(cfg)]

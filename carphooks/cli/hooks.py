@@ -17,12 +17,14 @@ from carphooks.cli.options import (
     GLOBAL_OPTIONS,
     HelpRequested,
     Options,
+    VersionRequested,
     echo,
     guarded,
     help_text,
     parse,
     prepare_process,
     top_level,
+    version_text,
 )
 from carphooks.errors import ExitCode, UsageError
 
@@ -110,6 +112,9 @@ def run_hook(name: str, args: Sequence[str] | None = None) -> NoReturn:
             values, positional = parse(argv, GLOBAL_OPTIONS, hook.positional)
         except HelpRequested:
             echo(help_text(name, hook.doc, GLOBAL_OPTIONS, hook.positional), nl=False)
+            return 0
+        except VersionRequested:
+            echo(version_text(name))
             return 0
         except UsageError as exc:
             usage = " ".join([name, "[OPTIONS]", *hook.positional])

@@ -76,10 +76,25 @@ HOST_OPTION = Opt(("--host",), "host", "This host's tinc node name (default: "
                   "$CARPHOOKS_HOST, the tinc NAME recorded by tinc-up, then the hostname).",
                   metavar="NAME", check=check_host)
 HELP_FLAGS = ("-h", "--help")
+VERSION_FLAGS = ("-V", "--version")
 
 
 class HelpRequested(Exception):
     """``-h``/``--help`` on a hook's command line."""
+
+
+class VersionRequested(Exception):
+    """``-V``/``--version`` on a hook's command line."""
+
+
+def version_text(prog: str) -> str:
+    """``PROG VERSION``, the installed package's version (as ``carphooks --version``)."""
+    from importlib.metadata import PackageNotFoundError, version  # only when asked
+
+    try:
+        return f"{prog} {version('carphooks')}"
+    except PackageNotFoundError:
+        return f"{prog} (version unknown: carphooks is not installed as a package)"
 
 
 def parse(argv: Sequence[str], table: Sequence[Opt], positional: Sequence[str],
@@ -113,6 +128,8 @@ def parse(argv: Sequence[str], table: Sequence[Opt], positional: Sequence[str],
             break
         if arg in HELP_FLAGS:
             raise HelpRequested()
+        if arg in VERSION_FLAGS:
+            raise VersionRequested()
         if arg.startswith("--"):
             name, eq, value = arg.partition("=")
             if name not in by_flag or (eq and by_flag[name].metavar is None):
@@ -141,6 +158,7 @@ def help_text(prog: str, doc: str, table: Sequence[Opt], positional: Sequence[st
     """``--help`` of a hook, from the same table click uses for the admin CLI."""
     rows = [(", ".join(sorted(o.flags, key=len)) + (f" {o.metavar}" if o.metavar else ""),
              o.help) for o in table]
+    rows.append((", ".join(VERSION_FLAGS), "Show the version and exit."))
     rows.append((", ".join(HELP_FLAGS), "Show this message and exit."))
     width = max(len(r[0]) for r in rows)
     usage = " ".join([prog, "[OPTIONS]", *positional])
