@@ -15,7 +15,7 @@ PREFIX ?= /usr/local
 MANDIR ?= $(PREFIX)/share/man
 # Debian packages the tests, the lab and the demo need (installed only when missing, as root).
 APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 tinc ucarp keepalived \
-	iputils-arping iputils-ping mandoc tcpdump bmake
+	iputils-arping iputils-ping mandoc tcpdump bmake curl
 
 .PHONY: help deps venv check test test-fast lint bench demo lab-down install man clean
 
