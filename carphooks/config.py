@@ -5,7 +5,6 @@ Every problem becomes one :class:`ConfigError` line ``FILE: KEY: problem``.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -70,6 +69,8 @@ def unknown_key_hint(name: str, allowed: frozenset[str]) -> str:
     homes = [what for what, keys in SECTIONS if name in keys and keys != allowed]
     if homes:
         return f"{name} is " + " and ".join(homes)
+    import difflib  # only for a config with a mistake: the hooks' start does not pay for it
+
     close = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.7)
     if close:
         return f"did you mean {close[0]!r}?"

@@ -243,7 +243,7 @@ def test_writes_never_follow_a_link_planted_at_the_temporary_name(
     if not dangling:
         victim.write_text("precious\n")
     # every name a temporary file could get: the pid-based one and (forced) a random one
-    monkeypatch.setattr("carphooks.state.secrets.token_hex", lambda n: "c0ffee")
+    monkeypatch.setattr("carphooks.state.os.urandom", lambda n: b"\xc0\xff\xee")
     for tmp in (f".{name}.{os.getpid()}.tmp", f".{name}.c0ffee.tmp"):
         (state / tmp).symlink_to(victim)
     with contextlib.suppress(StateError):  # refusing to write is fine; writing through is not

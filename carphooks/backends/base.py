@@ -32,6 +32,26 @@ class CarpState(enum.Enum):
             raise ValueError(f"{text!r} is not MASTER, BACKUP or INIT") from None
 
 
+class AddressState(enum.StrEnum):
+    """A floating address on its interface (the exact address, compared as such)."""
+
+    HELD = "held"  # there, with the right prefix, usable
+    ABSENT = "absent"
+    TENTATIVE = "tentative"  # IPv6 DAD running (or stuck)
+    DUPLICATED = "duplicated"  # IPv6 DAD failed: another host answers for it
+    WRONG_PREFIX = "wrong-prefix"  # the address is there with another prefix length
+
+    @property
+    def present(self) -> bool:
+        """On the interface with the right prefix (usable or not)."""
+        return self in (AddressState.HELD, AddressState.TENTATIVE, AddressState.DUPLICATED)
+
+    @property
+    def in_dad(self) -> bool:
+        """Not usable because of IPv6 duplicate address detection."""
+        return self in (AddressState.TENTATIVE, AddressState.DUPLICATED)
+
+
 @dataclass(frozen=True)
 class AddrInfo:
     """One address line."""

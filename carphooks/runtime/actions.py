@@ -11,11 +11,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from carphooks import config as configmod
-from carphooks.backends.base import CarpState, Interface
+from carphooks.backends.base import AddressState, CarpState, Interface
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError, LockTimeout, StateError, UsageError
-from carphooks.runtime import demotion, detach, health
-from carphooks.runtime import status as model
+from carphooks.runtime import demotion, detach
 from carphooks.runtime.context import Context as Context  # re-exported for the CLI
 from carphooks.runtime.context import build_context as build_context
 from carphooks.runtime.context import (
@@ -27,14 +26,11 @@ from carphooks.runtime.dad import Repairs
 from carphooks.runtime.engine import Outcome, address_status, readds
 from carphooks.runtime.events import CarpEvent, TincEnv, parse_carp_event, parse_tinc_env
 from carphooks.runtime.policy import Decision, Quorum, decide, quorum
-from carphooks.runtime.status import AddressState, Report
-from carphooks.runtime.status import (
-    nagios as nagios,  # (re-exported: the renderer is status.nagios)
-)
 from carphooks.state import Held, Peers
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the status model and the checks: imported by ``status`` (never a hook)
     from carphooks.mesh import Mesh
+    from carphooks.runtime import status as model
 
 
 @dataclass
@@ -898,9 +894,12 @@ def _carp_now(ctx: Context, group: Group) -> CarpState:
 
 # -- status ------------------------------------------------------------------------------
 
-def status(ctx: Context) -> Report:
+def status(ctx: Context) -> model.Report:
     """A read-only report of every group, for humans, JSON and monitoring (rendered by
-    :mod:`carphooks.runtime.status`)."""
+    :mod:`carphooks.runtime.status`, imported here: the hooks never build one)."""
+    from carphooks.runtime import health
+    from carphooks.runtime import status as model
+
     q = current_quorum(ctx)
     maint = in_maintenance(ctx)
     reader = Reader(ctx)
@@ -911,7 +910,7 @@ def status(ctx: Context) -> Report:
         for view in (observe(ctx, g, reader, q) for g in ctx.config.groups))
     dem = demotion.status(ctx)
     checks, checks_error = health.report(ctx.state, ctx.config, dem.added)
-    return Report(
+    return model.Report(
         host=ctx.host, backend=ctx.backend.name,
         quorum=model.QuorumStatus(ok=q.ok, have=q.have, need=q.need, mode=q.mode,
                                   reason=q.reason, voters=len(ctx.config.voters)),
@@ -920,6 +919,8 @@ def status(ctx: Context) -> Report:
 
 
 def _last_event(ctx: Context) -> model.LastEvent | None:
+    from carphooks.runtime import status as model
+
     try:
         last = ctx.state.last_event()
     except StateError as exc:
@@ -944,6 +945,8 @@ def _group_status(view: GroupView, repairs: Repairs) -> model.GroupStatus:
     Only ``held`` counts as held: a duplicated address is unusable (another host on
     the link answers for it) and so is one stuck tentative.
     """
+    from carphooks.runtime import status as model
+
     group, hold = view.group, view.decision.hold
     ifname = group.external_interface
     up = view.external.up if view.external is not None else False

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from carphooks.backends.base import AddressState
 from carphooks.config import IPInterface
 from carphooks.errors import StateError
 from carphooks.log import Log
-from carphooks.runtime.status import AddressState
 from carphooks.state import StateDir
 
 FILE = "dad.json"

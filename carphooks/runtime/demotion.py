@@ -22,10 +22,13 @@ strictly less takes over (``carp_input_c``); equal demotion everywhere changes n
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from carphooks.errors import CarphooksError, StateError
-from carphooks.runtime import health
 from carphooks.runtime.context import Context, current_quorum, in_maintenance
-from carphooks.runtime.status import DemotionStatus as DemotionStatus  # the status model's
+
+if TYPE_CHECKING:  # the hooks import this module, but never a check or the status model
+    from carphooks.runtime.status import DemotionStatus
 
 DEMOTION_OID = "net.inet.carp.demotion"
 PREEMPT_OID = "net.inet.carp.preempt"
@@ -48,6 +51,8 @@ def _active(ctx: Context, reason: str) -> bool:
     if reason == "quorum":
         return not current_quorum(ctx).ok
     if reason.startswith(CHECK_PREFIX):
+        from carphooks.runtime import health  # only with a check's demotion recorded
+
         return health.failing(ctx.state, ctx.config, reason[len(CHECK_PREFIX):])
     return False
 
@@ -215,6 +220,8 @@ def repair(ctx: Context) -> None:
 
 def status(ctx: Context) -> DemotionStatus:
     """Recorded and kernel demotion, and any mismatch (read-only)."""
+    from carphooks.runtime.status import DemotionStatus  # ``carphooks status`` only
+
     if not ctx.backend.supports_demotion:
         return DemotionStatus(added={}, kernel=None)
     kernel = ctx.backend.sysctl(DEMOTION_OID)

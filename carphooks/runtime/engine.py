@@ -9,12 +9,17 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from carphooks.backends.base import Backend, Change, Interface, InterfaceMissing
+from carphooks.backends.base import (
+    AddressState,
+    Backend,
+    Change,
+    Interface,
+    InterfaceMissing,
+)
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError
 from carphooks.log import Log
 from carphooks.runtime.dad import Repairs
-from carphooks.runtime.status import AddressState
 
 
 @dataclass

@@ -3,7 +3,8 @@
 The model (:class:`Report` and its parts) is built once by ``actions.status``; the
 JSON (``--json``), the text lines and the monitoring-plugin line (``--nagios``) are
 all rendered from it here, so a state or a verdict is decided in one place.
-:class:`AddressState` is the one spelling of what an address is on its interface.
+:class:`AddressState` (what an address is on its interface) lives with the backend
+types, so the hooks, which never build a report, do not import this module.
 """
 
 from __future__ import annotations
@@ -12,31 +13,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from carphooks.backends.base import AddressState as AddressState  # (re-exported)
 from carphooks.backends.base import CarpState
 from carphooks.config import IPInterface
 
 if TYPE_CHECKING:
     from carphooks.mesh import Mesh
-
-
-class AddressState(enum.StrEnum):
-    """A floating address on its interface (the exact address, compared as such)."""
-
-    HELD = "held"  # there, with the right prefix, usable
-    ABSENT = "absent"
-    TENTATIVE = "tentative"  # IPv6 DAD running (or stuck)
-    DUPLICATED = "duplicated"  # IPv6 DAD failed: another host answers for it
-    WRONG_PREFIX = "wrong-prefix"  # the address is there with another prefix length
-
-    @property
-    def present(self) -> bool:
-        """On the interface with the right prefix (usable or not)."""
-        return self in (AddressState.HELD, AddressState.TENTATIVE, AddressState.DUPLICATED)
-
-    @property
-    def in_dad(self) -> bool:
-        """Not usable because of IPv6 duplicate address detection."""
-        return self in (AddressState.TENTATIVE, AddressState.DUPLICATED)
 
 
 class Verdict(enum.IntEnum):
