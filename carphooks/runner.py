@@ -270,11 +270,6 @@ class Runner:
                 return None
         return self._found[program]
 
-    @staticmethod
-    def preload() -> None:
-        """Import the process machinery now, e.g. while waiting on the network."""
-        import subprocess  # noqa: F401
-
     def limit(self, timeout: float | None = None) -> float:
         """Seconds the next command may take: its timeout, capped by the deadline."""
         limit = timeout or self.timeout

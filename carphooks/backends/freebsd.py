@@ -214,7 +214,6 @@ class FreeBSDBackend(Backend):
             return {}  # no IPv4 address to probe, or no Ethernet (so no ARP) on this link
         prober = bpf.ArpProbe(ifname, mac, ips, self.bpf_opener or bpf.FileDevice)
         prober.start()
-        self.runner.preload()  # import the runner's machinery while answers arrive
         return prober.collect(timeout)
 
     def _mac(self, ifname: str) -> bytes | None:

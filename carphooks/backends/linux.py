@@ -223,7 +223,6 @@ class LinuxBackend(Backend):
               timeout: float) -> dict[ipaddress.IPv4Address, str] | None:
         prober = announce.Probe(ifname, ips)
         prober.start()
-        self.runner.preload()  # import the runner's machinery while answers arrive
         return prober.collect(timeout)
 
     @staticmethod

@@ -14,7 +14,6 @@ from carphooks.backends.base import (
     Backend,
     Change,
     Interface,
-    InterfaceMissing,
 )
 from carphooks.config import Group, IPInterface
 from carphooks.errors import CarphooksError
@@ -148,13 +147,7 @@ class Engine:
         """Read interfaces together (one command where the backend can); None for an
         absent one."""
         before = self.backend.runner.count
-        if len(names) == 1:
-            try:
-                found: dict[str, Interface | None] = {names[0]: self.backend.read(names[0])}
-            except InterfaceMissing:
-                found = {names[0]: None}
-        else:
-            found = self.backend.read_many(names)
+        found = self.backend.read_many(names)
         after = self.backend.runner.count
         # kept only when this read was the one command run meanwhile (no other thread's)
         self._last = (after, found) if after == before + 1 else (-1, {})

@@ -1,7 +1,7 @@
 """A recording stand-in for :class:`carphooks.runner.Runner` and a tiny FreeBSD model.
 
 :class:`FakeRunner` has the runner's interface (``run``, ``dry_run``, ``echo``,
-``count``, ``which``, ``preload``) and answers in-process: from canned results per
+``count``, ``which``) and answers in-process: from canned results per
 exact argv, or from :class:`FakeFreeBSD`. Every call is recorded (argv, stdin,
 mutating, whether it ran). A command nobody answers raises :class:`NotModelled`, so a
 test never passes on a silently swallowed command.
@@ -87,10 +87,6 @@ class FakeRunner(Runner):
         if self.bsd is not None:
             known |= {"ifconfig", "sysctl"}
         return f"/sbin/{program}" if program in known else None
-
-    @staticmethod
-    def preload() -> None:
-        """Nothing to import."""
 
     def run(self, argv: Sequence[str], *, mutating: bool, stdin: str | None = None,
             check: bool = True, timeout: float | None = None) -> Result:
