@@ -23,6 +23,14 @@ class CarphooksError(Exception):
     code: ExitCode = ExitCode.FAILED
 
 
+def describe(exc: BaseException) -> str:
+    """One line for an error: its own text for ours, "internal error: TYPE: text" for a
+    surprise (never a traceback)."""
+    if isinstance(exc, CarphooksError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
 class UsageError(CarphooksError):
     """Bad command-line arguments or environment."""
 

@@ -32,7 +32,7 @@ from carphooks.cli.options import (
     prepare_process,
     top_level,
 )
-from carphooks.errors import CarphooksError, ExitCode, Interrupted, UsageError
+from carphooks.errors import ExitCode, Interrupted, UsageError, describe
 from carphooks.runtime import actions
 from carphooks.runtime import status as model
 
@@ -160,12 +160,10 @@ def status(opts: Options, as_json: bool, nagios: bool) -> int:
     if nagios:
         try:
             code, line = model.nagios(actions.status(opts.context()))
-        except CarphooksError as exc:
-            code, line = model.unknown(str(exc))
         except Interrupted:
             raise
         except Exception as exc:  # a plugin answers UNKNOWN, never a traceback
-            code, line = model.unknown(f"internal error: {type(exc).__name__}: {exc}")
+            code, line = model.unknown(describe(exc))
         echo(line)
         return code
     return int(_status(opts, as_json))

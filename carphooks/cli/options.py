@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from carphooks import config as configmod
 from carphooks import runner
-from carphooks.errors import CarphooksError, ConfigError, Interrupted, UsageError
+from carphooks.errors import CarphooksError, ConfigError, Interrupted, UsageError, describe
 from carphooks.log import Log
 
 if TYPE_CHECKING:  # the hot path imports the context lazily
@@ -271,7 +271,7 @@ def error_line(opts: Options | None, message: str, prog: str, *,
 
 def internal_error(exc: BaseException) -> CarphooksError:
     """A surprise as one line (exit 1)."""
-    return CarphooksError(f"internal error: {type(exc).__name__}: {exc}")
+    return CarphooksError(describe(exc))
 
 
 def exit_code(opts: Options | None, exc: BaseException, prog: str) -> int:

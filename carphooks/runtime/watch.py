@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from carphooks import runner as runnermod
 from carphooks.backends.base import CarpState
 from carphooks.config import Check, Group
-from carphooks.errors import CarphooksError, Interrupted, StateError
+from carphooks.errors import CarphooksError, Interrupted, StateError, describe
 from carphooks.runtime import actions, demotion, health
 from carphooks.runtime.context import Context
 from carphooks.runtime.health import CheckState, Health, Probe
@@ -139,9 +139,7 @@ class Watch:
         try:
             result = (self.probe or self._default_probe)(check)
         except Exception as exc:  # a probe's surprise fails it; a signal is no Exception
-            what = str(exc) if isinstance(exc, CarphooksError) else \
-                f"internal error: {type(exc).__name__}: {exc}"
-            result = Probe(False, health.tail(what, self.secrets))
+            result = Probe(False, health.tail(describe(exc), self.secrets))
         before = self.states[check.name]
         after = health.step(before, check, result, self.clock.wall())
         self.states[check.name] = after
@@ -254,9 +252,7 @@ class Watch:
                 if self.show is not None:
                     self.show(line)
         except Exception as exc:  # logged; the next pass tries again (a signal is no Exception)
-            what = str(exc) if isinstance(exc, CarphooksError) else \
-                f"internal error: {type(exc).__name__}: {exc}"
-            self.ctx.log.error(f"reconcile: {what}")
+            self.ctx.log.error(f"reconcile: {describe(exc)}")
         self.passes += 1
         if self.checks:
             self._sync()
